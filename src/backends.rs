@@ -1,0 +1,347 @@
+//! BACKENDS
+//!
+//! DNS service is provided by backend processes, each listening on an
+//! AF_UNIX socket in the socket directory.  This module keeps the table of
+//! known backends and the decisions made about them: which id a socket gets,
+//! whether a backend is healthy ("ok"), which backend a new remote is given
+//! (round-robin over healthy backends in id order), and when remotes are
+//! spread unfairly enough to be rebalanced.
+//!
+//! It is plain data changed by plain functions.  The event loop
+//! ([`crate::balancer`]) owns the table, performs the I/O (see
+//! [`crate::link`]) and tells the table what happened.  Backends are never
+//! deleted: a socket that disappears is marked removed and is picked up again
+//! if it returns, keeping its id and its counters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use slab::Slab;
+use tokio::time::Instant;
+
+use crate::timeouts::Backoff;
+
+/// A backend's id.  Sockets named after Binder's ports (5300..5399) keep that
+/// number; others are numbered after the largest id in use.  0 means "none".
+pub type BackendId = u32;
+
+/// The id that means "no backend".
+pub const NO_BACKEND: BackendId = 0;
+
+/// The ids reserved for sockets named after their backend's DNS port.
+const PORT_NAMED_IDS: std::ops::RangeInclusive<u32> = 5300..=5399;
+
+/// Where the control session of a backend stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Not connected and no reconnect pending: new, or its socket removed.
+    Down,
+    /// A reconnect is scheduled after a back-off delay.
+    ReconnectPending,
+    /// Connecting; CLIENT_HELLO goes out once connected.
+    Connecting,
+    /// CLIENT_HELLO sent, waiting for SERVER_HELLO.
+    AwaitingHello,
+    /// Hello exchanged: the backend takes traffic.  `heartbeat_sent` is when
+    /// the outstanding CLIENT_HEARTBEAT went out, if one is outstanding.
+    Ready { heartbeat_sent: Option<Instant> },
+}
+
+/// What happened to a backend, counted on the backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendStats {
+    /// Control-session and TCP-session connections attempted.
+    pub conn_start: u64,
+    /// Connections that failed or ended in error.
+    pub conn_error: u64,
+    /// UDP queries forwarded.
+    pub udp: u64,
+    /// TCP sessions forwarded.
+    pub tcp: u64,
+    /// UDP queries dropped because the backend's write queue was full.
+    pub stuck: u64,
+    /// UDP answers sent back to clients.
+    pub udp_replies: u64,
+    /// Times this backend was faulted.
+    pub faults: u64,
+}
+
+/// One backend process, known by its socket path.
+#[derive(Debug)]
+pub struct Backend {
+    pub id: BackendId,
+    pub path: PathBuf,
+    pub state: LinkState,
+    /// Its socket was missing when we last tried to connect.
+    pub removed: bool,
+    pub backoff: Backoff,
+    /// Remotes whose primary is this backend.
+    pub remotes: u32,
+    /// Bumped at every connection attempt so that news from an abandoned
+    /// connection is recognised and ignored.
+    pub generation: u64,
+    pub stats: BackendStats,
+}
+
+impl Backend {
+    /// Healthy: hello exchanged, heartbeats answered.  Only ok backends are
+    /// given traffic.
+    pub fn is_ok(&self) -> bool {
+        matches!(self.state, LinkState::Ready { .. })
+    }
+
+    /// A short name for the state, for logs and stats.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            LinkState::Down if self.removed => "removed",
+            LinkState::Down => "down",
+            LinkState::ReconnectPending => "reconnect-wait",
+            LinkState::Connecting => "connecting",
+            LinkState::AwaitingHello => "awaiting-hello",
+            LinkState::Ready {
+                heartbeat_sent: Some(_),
+            } => "ok-heartbeat-outstanding",
+            LinkState::Ready { .. } => "ok",
+        }
+    }
+}
+
+/// The table of all backends ever seen.
+#[derive(Debug, Default)]
+pub struct Backends {
+    slab: Slab<Backend>,
+    /// Id order, for round-robin and rebalancing.
+    by_id: BTreeMap<BackendId, usize>,
+    by_path: HashMap<PathBuf, usize>,
+    /// The backend most recently given a remote; round-robin resumes after it.
+    last_assigned: BackendId,
+}
+
+impl Backends {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a backend for a newly seen socket path and return its id.
+    pub fn insert(&mut self, path: &Path) -> BackendId {
+        let id = self.id_for(path);
+        let key = self.slab.insert(Backend {
+            id,
+            path: path.to_path_buf(),
+            state: LinkState::Down,
+            removed: false,
+            backoff: Backoff::immediate(),
+            remotes: 0,
+            generation: 0,
+            stats: BackendStats::default(),
+        });
+        self.by_id.insert(id, key);
+        self.by_path.insert(path.to_path_buf(), key);
+        id
+    }
+
+    /// The id a new backend at `path` gets: its file name if that is a free
+    /// number in 5300..5399 (Binder names sockets after ports, which keeps
+    /// logs readable), else one more than the largest id in use.
+    fn id_for(&self, path: &Path) -> BackendId {
+        let named = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|n| PORT_NAMED_IDS.contains(n) && !self.by_id.contains_key(n));
+        match named {
+            Some(id) => id,
+            None => self.by_id.keys().next_back().map_or(1, |max| max + 1),
+        }
+    }
+
+    pub fn get(&self, id: BackendId) -> Option<&Backend> {
+        self.by_id.get(&id).map(|&k| &self.slab[k])
+    }
+
+    pub fn get_mut(&mut self, id: BackendId) -> Option<&mut Backend> {
+        self.by_id.get(&id).map(|&k| &mut self.slab[k])
+    }
+
+    pub fn by_path(&self, path: &Path) -> Option<&Backend> {
+        self.by_path.get(path).map(|&k| &self.slab[k])
+    }
+
+    /// Backends in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &Backend> {
+        self.by_id.values().map(|&k| &self.slab[k])
+    }
+
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// Whether `id` names a backend that can take traffic now.
+    pub fn is_ok(&self, id: BackendId) -> bool {
+        self.get(id).is_some_and(Backend::is_ok)
+    }
+
+    /// Choose a backend for a new assignment: round-robin in id order,
+    /// starting after the one chosen last, skipping backends that are not ok.
+    pub fn select(&mut self) -> Option<BackendId> {
+        let after = self
+            .by_id
+            .range(self.last_assigned.saturating_add(1)..)
+            .chain(self.by_id.range(..=self.last_assigned));
+        let slab = &self.slab;
+        let chosen = after
+            .map(|(&id, &k)| (id, &slab[k]))
+            .find(|(_, be)| be.is_ok())
+            .map(|(id, _)| id)?;
+        self.last_assigned = chosen;
+        Some(chosen)
+    }
+
+    /// Count one more remote on `id` (as its primary).
+    pub fn add_remote(&mut self, id: BackendId) {
+        if let Some(be) = self.get_mut(id) {
+            be.remotes += 1;
+        }
+    }
+
+    /// Count one remote fewer on `id`.
+    pub fn drop_remote(&mut self, id: BackendId) {
+        if let Some(be) = self.get_mut(id) {
+            be.remotes = be.remotes.saturating_sub(1);
+        }
+    }
+
+    /// Decide whether remotes are spread unfairly over the ok backends.
+    ///
+    /// If the fullest ok backend has more than "number of ok backends"
+    /// remotes beyond the emptiest, returns that backend and how many of its
+    /// remotes to unassign: the spread minus the number of ok backends.
+    /// Unassigned remotes choose again, round-robin, on their next query.
+    pub fn rebalance_plan(&self) -> Option<RebalancePlan> {
+        let mut ok = self.iter().filter(|be| be.is_ok());
+        let first = ok.next()?;
+        let (mut fullest, mut min, mut n) = (first, first.remotes, 1u32);
+        for be in ok {
+            n += 1;
+            if be.remotes > fullest.remotes {
+                fullest = be;
+            }
+            min = min.min(be.remotes);
+        }
+        let spread = fullest.remotes - min;
+        (spread > n).then(|| RebalancePlan {
+            backend: fullest.id,
+            unassign: spread - n,
+            spread,
+            ok_backends: n,
+        })
+    }
+}
+
+/// The outcome of [`Backends::rebalance_plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebalancePlan {
+    pub backend: BackendId,
+    pub unassign: u32,
+    pub spread: u32,
+    pub ok_backends: u32,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn ready() -> LinkState {
+        LinkState::Ready {
+            heartbeat_sent: None,
+        }
+    }
+
+    pub(crate) fn table(names: &[&str]) -> Backends {
+        let mut b = Backends::new();
+        for n in names {
+            let id = b.insert(Path::new(&format!("/sock/{n}")));
+            b.get_mut(id).unwrap().state = ready();
+        }
+        b
+    }
+
+    #[test]
+    fn ids_follow_binder_port_names_else_count_up() {
+        let mut b = Backends::new();
+        assert_eq!(b.insert(Path::new("/s/5301")), 5301);
+        assert_eq!(b.insert(Path::new("/s/5300")), 5300);
+        assert_eq!(b.insert(Path::new("/s/other")), 5302);
+        assert_eq!(b.insert(Path::new("/s/5400")), 5303, "outside 5300..5399");
+        let mut c = Backends::new();
+        assert_eq!(
+            c.insert(Path::new("/s/a")),
+            1,
+            "first id is 1: 0 means none"
+        );
+        assert_eq!(c.insert(Path::new("/s/b")), 2);
+        assert_eq!(c.by_path(Path::new("/s/b")).unwrap().id, 2);
+    }
+
+    #[test]
+    fn round_robin_in_id_order_skipping_unhealthy() {
+        let mut b = table(&["5300", "5301", "5302"]);
+        let picks: Vec<_> = (0..4).map(|_| b.select().unwrap()).collect();
+        assert_eq!(picks, [5300, 5301, 5302, 5300]);
+        b.get_mut(5301).unwrap().state = LinkState::AwaitingHello;
+        let picks: Vec<_> = (0..3).map(|_| b.select().unwrap()).collect();
+        assert_eq!(picks, [5302, 5300, 5302]);
+        for id in [5300, 5302] {
+            b.get_mut(id).unwrap().state = LinkState::ReconnectPending;
+        }
+        assert_eq!(b.select(), None);
+        b.get_mut(5301).unwrap().state = ready();
+        assert_eq!(b.select(), Some(5301));
+    }
+
+    #[test]
+    fn rebalance_arithmetic() {
+        let mut b = table(&["5300", "5301", "5302"]);
+        let set = |b: &mut Backends, counts: [u32; 3]| {
+            for (id, n) in [5300, 5301, 5302].into_iter().zip(counts) {
+                b.get_mut(id).unwrap().remotes = n;
+            }
+        };
+        set(&mut b, [10, 7, 8]);
+        assert_eq!(
+            b.rebalance_plan(),
+            None,
+            "spread 3 is not more than 3 backends"
+        );
+        set(&mut b, [10, 6, 8]);
+        assert_eq!(
+            b.rebalance_plan(),
+            Some(RebalancePlan {
+                backend: 5300,
+                unassign: 1,
+                spread: 4,
+                ok_backends: 3
+            })
+        );
+        set(&mut b, [0, 20, 9]);
+        assert_eq!(
+            b.rebalance_plan().map(|p| (p.backend, p.unassign)),
+            Some((5301, 17))
+        );
+        // A backend that is not ok does not count, neither as a backend nor
+        // as the emptiest.
+        b.get_mut(5300).unwrap().state = LinkState::Down;
+        assert_eq!(
+            b.rebalance_plan().map(|p| (p.backend, p.unassign)),
+            Some((5301, 9))
+        );
+        for id in [5301, 5302] {
+            b.get_mut(id).unwrap().state = LinkState::Down;
+        }
+        assert_eq!(b.rebalance_plan(), None, "no ok backend: nothing to do");
+    }
+}

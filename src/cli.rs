@@ -1,0 +1,335 @@
+//! COMMAND LINE
+//!
+//! Parses the original's flags (`-b ADDR -p PORT -s DIR -l LEVEL`, with
+//! `LOG_LEVEL` in the environment overriding `-l`) and our long flags for
+//! every timer and bound into a typed [`Config`].  Anything wrong is a
+//! [`CliError`] whose message names the flag and the value; `main` prints it
+//! and exits 1, as the original did.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use getopts::Options;
+
+use crate::timeouts::Timers;
+
+/// Everything the balancer needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_addr: IpAddr,
+    /// 0 picks a free port (UDP first; TCP then binds the same number).
+    pub port: u16,
+    pub socket_dir: PathBuf,
+    pub log_level: slog::Level,
+    pub timers: Timers,
+    /// Bytes of frames that may wait for one backend's socket before new UDP
+    /// queries to it are dropped as "stuck" rather than queued.
+    pub backend_queue_bytes: usize,
+    /// TCP sessions open at once; more are refused and counted.
+    pub max_tcp_sessions: usize,
+}
+
+/// The default bound on one backend's write queue: room for a few hundred
+/// full-size datagrams beyond what the socket buffer holds, so a burst is
+/// absorbed but a wedged backend costs little memory.
+pub const DEFAULT_BACKEND_QUEUE_BYTES: usize = 256 * 1024;
+
+/// The default bound on concurrent TCP sessions.  Each costs two file
+/// descriptors; this keeps well inside a default limit of 4096.
+pub const DEFAULT_MAX_TCP_SESSIONS: usize = 1000;
+
+impl Config {
+    /// A configuration with the original's defaults for `socket_dir`.
+    pub fn new(socket_dir: PathBuf) -> Self {
+        Config {
+            listen_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 53,
+            socket_dir,
+            log_level: slog::Level::Info,
+            timers: Timers::default(),
+            backend_queue_bytes: DEFAULT_BACKEND_QUEUE_BYTES,
+            max_tcp_sessions: DEFAULT_MAX_TCP_SESSIONS,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Box<Config>),
+    Help(String),
+}
+
+/// A command line that cannot be run, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError(pub String);
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// The long timer flags: name, help, and the field each sets.
+type TimerField = fn(&mut Timers) -> &mut Duration;
+const TIMER_FLAGS: &[(&str, &str, TimerField)] = &[
+    (
+        "scan-interval",
+        "socket directory rescan (default 5s)",
+        |t| &mut t.scan_interval,
+    ),
+    (
+        "connect-timeout",
+        "connect + hello deadline for a backend (default 30s)",
+        |t| &mut t.connect_timeout,
+    ),
+    (
+        "heartbeat-interval",
+        "pause before each heartbeat (default 5s)",
+        |t| &mut t.heartbeat_interval,
+    ),
+    (
+        "heartbeat-timeout",
+        "heartbeat reply deadline (default 15s)",
+        |t| &mut t.heartbeat_timeout,
+    ),
+    (
+        "reconnect-delay",
+        "first reconnect delay after a failure (default 1s)",
+        |t| &mut t.reconnect_delay,
+    ),
+    (
+        "reconnect-step",
+        "added to the delay per failed try (default 2s)",
+        |t| &mut t.reconnect_step,
+    ),
+    (
+        "reconnect-max",
+        "largest reconnect delay (default 32s)",
+        |t| &mut t.reconnect_max,
+    ),
+    (
+        "rebalance-interval",
+        "remote spread check (default 15s)",
+        |t| &mut t.rebalance_interval,
+    ),
+    (
+        "remote-expiry",
+        "forget a remote idle this long (default 300s)",
+        |t| &mut t.remote_expiry,
+    ),
+    ("expiry-sweep", "remote expiry check (default 30s)", |t| {
+        &mut t.expiry_sweep
+    }),
+    (
+        "tcp-connect-timeout",
+        "INBOUND_TCP_OK deadline for a TCP session (default 10s)",
+        |t| &mut t.tcp_connect_timeout,
+    ),
+];
+
+fn options() -> Options {
+    let mut o = Options::new();
+    o.optopt("b", "", "listen address (default 0.0.0.0)", "ADDR");
+    o.optopt("p", "", "listen port, UDP and TCP (default 53)", "PORT");
+    o.optopt("s", "", "backend socket directory (required)", "DIR");
+    o.optopt(
+        "l",
+        "",
+        "log level: trace debug info warn error fatal (default info; LOG_LEVEL overrides)",
+        "LEVEL",
+    );
+    o.optflag("h", "help", "print this help");
+    for (name, help, _) in TIMER_FLAGS {
+        o.optopt("", name, help, "DURATION");
+    }
+    o.optopt(
+        "",
+        "backend-queue-bytes",
+        "bytes queued toward one backend before UDP queries are dropped as stuck (default 262144)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-tcp-sessions",
+        "TCP sessions open at once (default 1000)",
+        "N",
+    );
+    o
+}
+
+/// The usage text printed by `-h`.
+pub fn usage() -> String {
+    options().usage(
+        "Usage: mname-balancer -s DIR [-b ADDR] [-p PORT] [-l LEVEL] [long options]\n\n\
+         DNS load balancer for node-mname backends on AF_UNIX sockets in DIR.\n\
+         DURATION is seconds (5, 0.5) or has a unit (250ms, 5s, 2m).",
+    )
+}
+
+/// Parse a bunyan level name or number.
+pub fn parse_level(s: &str) -> Option<slog::Level> {
+    use slog::Level::*;
+    Some(match s.trim().to_ascii_lowercase().as_str() {
+        "trace" | "10" => Trace,
+        "debug" | "20" => Debug,
+        "info" | "30" => Info,
+        "warn" | "40" => Warning,
+        "error" | "50" => Error,
+        "fatal" | "60" => Critical,
+        _ => return None,
+    })
+}
+
+/// Parse a duration: plain seconds (`5`, `0.25`) or with a unit (`250ms`,
+/// `5s`, `2m`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    if !v.is_finite() || v < 0.0 || v * scale > 1e9 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(v * scale))
+}
+
+/// Parse the command line (without the program name).  `env_level` is the
+/// value of `LOG_LEVEL`, if set.
+pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliError> {
+    let m = options().parse(args).map_err(|e| CliError(e.to_string()))?;
+    if m.opt_present("h") {
+        return Ok(Command::Help(usage()));
+    }
+    if let Some(extra) = m.free.first() {
+        return Err(CliError(format!("unexpected argument \"{extra}\"")));
+    }
+    let Some(dir) = m.opt_str("s") else {
+        return Err(CliError("must specify socket directory (-s)".into()));
+    };
+    let mut c = Config::new(PathBuf::from(dir));
+    if let Some(b) = m.opt_str("b") {
+        c.listen_addr = b
+            .parse()
+            .map_err(|_| CliError(format!("invalid listen address for -b: \"{b}\"")))?;
+    }
+    if let Some(p) = m.opt_str("p") {
+        c.port = p
+            .parse()
+            .map_err(|_| CliError(format!("invalid port for -p: \"{p}\" (0..65535)")))?;
+    }
+    if let Some(l) = m.opt_str("l") {
+        c.log_level =
+            parse_level(&l).ok_or_else(|| CliError(format!("invalid log level for -l: {l}")))?;
+    }
+    if let Some(l) = env_level {
+        c.log_level =
+            parse_level(l).ok_or_else(|| CliError(format!("invalid LOG_LEVEL \"{l}\"")))?;
+    }
+    for (name, _, field) in TIMER_FLAGS {
+        if let Some(v) = m.opt_str(name) {
+            let d = parse_duration(&v)
+                .ok_or_else(|| CliError(format!("invalid duration for --{name}: \"{v}\"")))?;
+            *field(&mut c.timers) = d;
+        }
+    }
+    for (name, field) in [
+        ("backend-queue-bytes", &mut c.backend_queue_bytes),
+        ("max-tcp-sessions", &mut c.max_tcp_sessions),
+    ] {
+        if let Some(v) = m.opt_str(name) {
+            *field = v
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| CliError(format!("invalid count for --{name}: \"{v}\"")))?;
+        }
+    }
+    Ok(Command::Run(Box::new(c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn run(s: &str, env: Option<&str>) -> Result<Config, CliError> {
+        match parse(&args(s), env)? {
+            Command::Run(c) => Ok(*c),
+            Command::Help(_) => panic!("help"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_originals() {
+        let c = run("-s /d", None).unwrap();
+        assert_eq!(c.listen_addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(c.port, 53);
+        assert_eq!(c.log_level, slog::Level::Info);
+        assert_eq!(c.timers, Timers::default());
+    }
+
+    #[test]
+    fn flags_set_fields() {
+        let c = run(
+            "-b 127.0.0.1 -p 5353 -s /d -l debug --heartbeat-interval 250ms --remote-expiry 2 --max-tcp-sessions 7",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.listen_addr, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(c.port, 5353);
+        assert_eq!(c.log_level, slog::Level::Debug);
+        assert_eq!(c.timers.heartbeat_interval, Duration::from_millis(250));
+        assert_eq!(c.timers.remote_expiry, Duration::from_secs(2));
+        assert_eq!(c.max_tcp_sessions, 7);
+    }
+
+    #[test]
+    fn log_level_env_overrides_flag() {
+        let c = run("-s /d -l debug", Some("warn")).unwrap();
+        assert_eq!(c.log_level, slog::Level::Warning);
+        assert!(
+            run("-s /d", Some("loud"))
+                .unwrap_err()
+                .0
+                .contains("LOG_LEVEL")
+        );
+    }
+
+    #[test]
+    fn errors_name_what_was_wrong() {
+        let e = |s| run(s, None).unwrap_err().0;
+        assert!(e("-p 53").contains("-s"));
+        assert!(e("-s /d -l loud").contains("-l"));
+        assert!(e("-s /d -p 70000").contains("70000"));
+        assert!(e("-s /d -b nowhere").contains("nowhere"));
+        assert!(e("-s /d -x").contains('x'));
+        assert!(e("-s").contains('s'));
+        assert!(e("-s /d --heartbeat-timeout soon").contains("heartbeat-timeout"));
+        assert!(e("-s /d stray").contains("stray"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("-1"), None);
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("NaN"), None);
+    }
+}

@@ -1,0 +1,489 @@
+//! FRAMES
+//!
+//! The balancer and each backend speak a small framed protocol over AF_UNIX
+//! stream sockets (specified in full in `docs/protocol.md`).  Every integer is
+//! a u32, little-endian.  Every frame starts with its type; most frames are a
+//! fixed length determined by the type, and the two that carry a DNS message
+//! (INBOUND_UDP and OUTBOUND_UDP) give the message length in their header.
+//!
+//! This module is pure: it turns bytes into [`Frame`]s and frames into bytes,
+//! and does no I/O.  Decoding is two-phase in the manner of mini-redis: a
+//! buffer that holds only part of a frame yields `Ok(None)` ("need more"),
+//! never an error, so a stream cut anywhere decodes the same once the rest
+//! arrives.  Lengths are checked against [`MAX_PAYLOAD`] as soon as the header
+//! is visible, before anything waits on or buffers the payload.
+//!
+//! Addresses are IPv4 only in the original protocol.  The address a.b.c.d
+//! travels as the integer `a<<24 | b<<16 | c<<8 | d`, written little-endian,
+//! so the bytes on the wire are `d c b a`: node-mname reads them that way.
+
+use std::net::Ipv4Addr;
+
+/// Frame type numbers, named once.  Types below 1000 travel from the
+/// balancer to a backend; types from 1001 travel from a backend to the
+/// balancer.
+pub mod frame_type {
+    pub const CLIENT_HELLO: u32 = 1;
+    pub const INBOUND_UDP: u32 = 2;
+    pub const INBOUND_TCP: u32 = 3;
+    pub const CLIENT_HEARTBEAT: u32 = 4;
+    pub const SERVER_HELLO: u32 = 1001;
+    pub const OUTBOUND_UDP: u32 = 1002;
+    pub const INBOUND_TCP_OK: u32 = 1003;
+    pub const SERVER_HEARTBEAT: u32 = 1004;
+}
+
+/// The largest DNS message either side may carry in a UDP frame.  Clients
+/// have no reason to send larger datagrams (we do not expect reassembled
+/// fragments), and a backend declaring more than this is misbehaving.
+pub const MAX_PAYLOAD: usize = 1500;
+
+/// Size of the header of INBOUND_UDP and OUTBOUND_UDP: type, address, port,
+/// length.
+pub const UDP_HEADER_LEN: usize = 16;
+
+/// Size of an INBOUND_TCP frame: type, address, port.
+pub const INBOUND_TCP_LEN: usize = 12;
+
+/// Size of every frame that is only a type.
+pub const BARE_LEN: usize = 4;
+
+/// One decoded frame.  UDP payloads borrow from the decode buffer, so decoding
+/// never allocates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame<'a> {
+    ClientHello,
+    InboundUdp {
+        addr: Ipv4Addr,
+        port: u16,
+        payload: &'a [u8],
+    },
+    InboundTcp {
+        addr: Ipv4Addr,
+        port: u16,
+    },
+    ClientHeartbeat,
+    ServerHello,
+    OutboundUdp {
+        addr: Ipv4Addr,
+        port: u16,
+        payload: &'a [u8],
+    },
+    InboundTcpOk,
+    ServerHeartbeat,
+}
+
+/// Why a byte stream is not a valid frame stream.  Each is fatal to the
+/// session that carried it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// A frame type this protocol does not define.
+    UnknownType(u32),
+    /// A UDP frame declaring a payload larger than [`MAX_PAYLOAD`].
+    Oversized { frame_type: u32, len: u32 },
+    /// A port field that does not fit in 16 bits.
+    BadPort { frame_type: u32, port: u32 },
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::UnknownType(t) => write!(f, "unknown frame type {t}"),
+            FrameError::Oversized { frame_type, len } => {
+                write!(
+                    f,
+                    "frame type {frame_type} declares {len} bytes (limit {MAX_PAYLOAD})"
+                )
+            }
+            FrameError::BadPort { frame_type, port } => {
+                write!(
+                    f,
+                    "frame type {frame_type} carries port {port}, beyond 65535"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+impl Frame<'_> {
+    /// The type number of this frame.
+    pub fn frame_type(&self) -> u32 {
+        use frame_type::*;
+        match self {
+            Frame::ClientHello => CLIENT_HELLO,
+            Frame::InboundUdp { .. } => INBOUND_UDP,
+            Frame::InboundTcp { .. } => INBOUND_TCP,
+            Frame::ClientHeartbeat => CLIENT_HEARTBEAT,
+            Frame::ServerHello => SERVER_HELLO,
+            Frame::OutboundUdp { .. } => OUTBOUND_UDP,
+            Frame::InboundTcpOk => INBOUND_TCP_OK,
+            Frame::ServerHeartbeat => SERVER_HEARTBEAT,
+        }
+    }
+
+    /// Append the wire form of this frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match *self {
+            Frame::InboundUdp {
+                addr,
+                port,
+                payload,
+            }
+            | Frame::OutboundUdp {
+                addr,
+                port,
+                payload,
+            } => {
+                out.extend_from_slice(&udp_header(self.frame_type(), addr, port, payload.len()));
+                out.extend_from_slice(payload);
+            }
+            Frame::InboundTcp { addr, port } => {
+                out.extend_from_slice(&inbound_tcp(addr, port));
+            }
+            _ => out.extend_from_slice(&self.frame_type().to_le_bytes()),
+        }
+    }
+}
+
+/// The wire form of an address: `a.b.c.d` as `a<<24|b<<16|c<<8|d`, LE.
+pub fn encode_addr(addr: Ipv4Addr) -> [u8; 4] {
+    u32::from(addr).to_le_bytes()
+}
+
+/// The inverse of [`encode_addr`].
+pub fn decode_addr(bytes: [u8; 4]) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from_le_bytes(bytes))
+}
+
+/// The 16-byte header of a UDP-carrying frame.  The relay writes this in
+/// front of a datagram it has already received in place, so that forwarding
+/// costs one copy.
+pub fn udp_header(frame_type: u32, addr: Ipv4Addr, port: u16, len: usize) -> [u8; UDP_HEADER_LEN] {
+    let mut h = [0u8; UDP_HEADER_LEN];
+    h[0..4].copy_from_slice(&frame_type.to_le_bytes());
+    h[4..8].copy_from_slice(&encode_addr(addr));
+    h[8..12].copy_from_slice(&u32::from(port).to_le_bytes());
+    // The payload is at most MAX_PAYLOAD; callers check before framing.
+    h[12..16].copy_from_slice(&(len as u32).to_le_bytes());
+    h
+}
+
+/// The whole INBOUND_TCP frame.
+pub fn inbound_tcp(addr: Ipv4Addr, port: u16) -> [u8; INBOUND_TCP_LEN] {
+    let mut h = [0u8; INBOUND_TCP_LEN];
+    h[0..4].copy_from_slice(&frame_type::INBOUND_TCP.to_le_bytes());
+    h[4..8].copy_from_slice(&encode_addr(addr));
+    h[8..12].copy_from_slice(&u32::from(port).to_le_bytes());
+    h
+}
+
+fn u32_at(buf: &[u8], offset: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&buf[offset..offset + 4]);
+    u32::from_le_bytes(b)
+}
+
+fn port_at(buf: &[u8], offset: usize, frame_type: u32) -> Result<u16, FrameError> {
+    let port = u32_at(buf, offset);
+    u16::try_from(port).map_err(|_| FrameError::BadPort { frame_type, port })
+}
+
+/// Decode the frame at the start of `buf`.
+///
+/// Returns `Ok(None)` when `buf` holds only part of a frame, or
+/// `Ok(Some((frame, consumed)))` with the number of bytes the frame took.
+pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
+    use frame_type::*;
+    if buf.len() < BARE_LEN {
+        return Ok(None);
+    }
+    let t = u32_at(buf, 0);
+    let bare = |f| Ok(Some((f, BARE_LEN)));
+    match t {
+        CLIENT_HELLO => bare(Frame::ClientHello),
+        CLIENT_HEARTBEAT => bare(Frame::ClientHeartbeat),
+        SERVER_HELLO => bare(Frame::ServerHello),
+        INBOUND_TCP_OK => bare(Frame::InboundTcpOk),
+        SERVER_HEARTBEAT => bare(Frame::ServerHeartbeat),
+        INBOUND_TCP => {
+            if buf.len() < INBOUND_TCP_LEN {
+                return Ok(None);
+            }
+            let addr = decode_addr([buf[4], buf[5], buf[6], buf[7]]);
+            let port = port_at(buf, 8, t)?;
+            Ok(Some((Frame::InboundTcp { addr, port }, INBOUND_TCP_LEN)))
+        }
+        INBOUND_UDP | OUTBOUND_UDP => {
+            if buf.len() < UDP_HEADER_LEN {
+                return Ok(None);
+            }
+            let len = u32_at(buf, 12);
+            if len as usize > MAX_PAYLOAD {
+                return Err(FrameError::Oversized { frame_type: t, len });
+            }
+            let addr = decode_addr([buf[4], buf[5], buf[6], buf[7]]);
+            let port = port_at(buf, 8, t)?;
+            let end = UDP_HEADER_LEN + len as usize;
+            if buf.len() < end {
+                return Ok(None);
+            }
+            let payload = &buf[UDP_HEADER_LEN..end];
+            let frame = if t == INBOUND_UDP {
+                Frame::InboundUdp {
+                    addr,
+                    port,
+                    payload,
+                }
+            } else {
+                Frame::OutboundUdp {
+                    addr,
+                    port,
+                    payload,
+                }
+            };
+            Ok(Some((frame, end)))
+        }
+        other => Err(FrameError::UnknownType(other)),
+    }
+}
+
+/// Reassembles frames from a byte stream that arrives in arbitrary pieces.
+///
+/// Bytes are appended with [`FrameBuffer::extend`]; complete frames are then
+/// taken with [`FrameBuffer::next_frame`].  The buffer never holds more than
+/// one incomplete frame plus what the last read brought, because frames are
+/// taken as soon as they are complete and a header declaring an oversized
+/// payload is an error at once.
+#[derive(Debug, Default)]
+pub struct FrameBuffer {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl FrameBuffer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Append bytes read from the stream.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Take the next complete frame, if any.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
+        match decode(&self.buf[self.start..])? {
+            None => Ok(None),
+            Some((_, used)) => {
+                let at = self.start;
+                self.start += used;
+                // Decode again from the stable slice so the frame borrows
+                // `self.buf` for the caller.
+                Ok(decode(&self.buf[at..at + used])?.map(|(f, _)| f))
+            }
+        }
+    }
+
+    /// Bytes held that do not yet form a frame.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Give up whatever is buffered and hand back the unparsed bytes.  Used
+    /// when a session stops being framed (after INBOUND_TCP).
+    pub fn take_remaining(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.start);
+        self.buf.clear();
+        self.start = 0;
+        rest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_frame() -> Vec<Frame<'static>> {
+        let a = Ipv4Addr::new(192, 0, 2, 10);
+        vec![
+            Frame::ClientHello,
+            Frame::InboundUdp {
+                addr: a,
+                port: 53000,
+                payload: b"\x12\x34query",
+            },
+            Frame::InboundTcp { addr: a, port: 1 },
+            Frame::ClientHeartbeat,
+            Frame::ServerHello,
+            Frame::OutboundUdp {
+                addr: a,
+                port: 65535,
+                payload: &[0xab; MAX_PAYLOAD],
+            },
+            Frame::InboundTcpOk,
+            Frame::ServerHeartbeat,
+            Frame::InboundUdp {
+                addr: Ipv4Addr::UNSPECIFIED,
+                port: 0,
+                payload: b"",
+            },
+        ]
+    }
+
+    #[test]
+    fn every_frame_type_round_trips() {
+        for f in every_frame() {
+            let mut wire = Vec::new();
+            f.encode(&mut wire);
+            let (back, used) = decode(&wire).unwrap().unwrap();
+            assert_eq!(back, f);
+            assert_eq!(used, wire.len());
+        }
+    }
+
+    #[test]
+    fn address_travels_as_d_c_b_a() {
+        let mut wire = Vec::new();
+        Frame::InboundTcp {
+            addr: Ipv4Addr::new(10, 1, 2, 3),
+            port: 5353,
+        }
+        .encode(&mut wire);
+        assert_eq!(
+            wire,
+            [3, 0, 0, 0, 3, 2, 1, 10, 0xe9, 0x14, 0, 0],
+            "type 3, then 10.1.2.3 as bytes 03 02 01 0a, then port 5353 LE"
+        );
+    }
+
+    #[test]
+    fn stream_cut_at_every_byte_boundary_decodes_the_same() {
+        let frames = every_frame();
+        let mut wire = Vec::new();
+        for f in &frames {
+            f.encode(&mut wire);
+        }
+        for cut in 0..=wire.len() {
+            for (first, second) in [(&wire[..cut], &wire[cut..])] {
+                let mut fb = FrameBuffer::new();
+                let mut got = Vec::new();
+                for piece in [first, second] {
+                    fb.extend(piece);
+                    while let Some(f) = fb.next_frame().unwrap() {
+                        let mut re = Vec::new();
+                        f.encode(&mut re);
+                        got.push(re);
+                    }
+                }
+                let want: Vec<Vec<u8>> = frames
+                    .iter()
+                    .map(|f| {
+                        let mut v = Vec::new();
+                        f.encode(&mut v);
+                        v
+                    })
+                    .collect();
+                assert_eq!(got, want, "cut at byte {cut}");
+                assert_eq!(fb.pending(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn byte_at_a_time_decodes_the_same() {
+        let mut wire = Vec::new();
+        for f in every_frame() {
+            f.encode(&mut wire);
+        }
+        let mut fb = FrameBuffer::new();
+        let mut n = 0;
+        for b in &wire {
+            fb.extend(std::slice::from_ref(b));
+            while fb.next_frame().unwrap().is_some() {
+                n += 1;
+            }
+        }
+        assert_eq!(n, every_frame().len());
+    }
+
+    #[test]
+    fn truncated_header_is_need_more_not_error() {
+        for len in 0..BARE_LEN {
+            assert_eq!(decode(&[1, 0, 0, 0][..len]), Ok(None));
+        }
+        let mut wire = Vec::new();
+        Frame::OutboundUdp {
+            addr: Ipv4Addr::LOCALHOST,
+            port: 53,
+            payload: b"abc",
+        }
+        .encode(&mut wire);
+        for len in 0..wire.len() {
+            assert_eq!(decode(&wire[..len]), Ok(None), "prefix of {len} bytes");
+        }
+    }
+
+    #[test]
+    fn unknown_type_is_a_typed_error() {
+        assert_eq!(decode(&[9, 0, 0, 0]), Err(FrameError::UnknownType(9)));
+        assert_eq!(
+            decode(&1005u32.to_le_bytes()),
+            Err(FrameError::UnknownType(1005))
+        );
+    }
+
+    #[test]
+    fn oversized_length_is_rejected_from_the_header_alone() {
+        let h = udp_header(frame_type::OUTBOUND_UDP, Ipv4Addr::LOCALHOST, 53, 1501);
+        assert_eq!(
+            decode(&h),
+            Err(FrameError::Oversized {
+                frame_type: frame_type::OUTBOUND_UDP,
+                len: 1501
+            })
+        );
+        let h = udp_header(
+            frame_type::INBOUND_UDP,
+            Ipv4Addr::LOCALHOST,
+            53,
+            u32::MAX as usize,
+        );
+        assert!(matches!(decode(&h), Err(FrameError::Oversized { .. })));
+    }
+
+    #[test]
+    fn port_beyond_16_bits_is_a_typed_error() {
+        let mut h = udp_header(frame_type::OUTBOUND_UDP, Ipv4Addr::LOCALHOST, 0, 0);
+        h[8..12].copy_from_slice(&70000u32.to_le_bytes());
+        assert_eq!(
+            decode(&h),
+            Err(FrameError::BadPort {
+                frame_type: frame_type::OUTBOUND_UDP,
+                port: 70000
+            })
+        );
+    }
+
+    #[test]
+    fn take_remaining_returns_bytes_after_the_last_frame() {
+        let mut fb = FrameBuffer::new();
+        let mut wire = inbound_tcp(Ipv4Addr::LOCALHOST, 9).to_vec();
+        wire.extend_from_slice(b"\x00\x1drest");
+        fb.extend(&wire);
+        assert!(matches!(
+            fb.next_frame(),
+            Ok(Some(Frame::InboundTcp { .. }))
+        ));
+        assert_eq!(fb.take_remaining(), b"\x00\x1drest");
+    }
+}

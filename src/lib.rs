@@ -1,0 +1,35 @@
+//! mname-balancer: a DNS load balancer for one host, in front of backend DNS
+//! server processes (node-mname's `listenBalancer`) that listen on AF_UNIX
+//! sockets in one directory.  A drop-in replacement for Joyent's C balancer.
+//!
+//! How data moves:
+//!
+//! ```text
+//!  client --UDP--> udp_relay --INBOUND_UDP--> link (OutQueue) --> backend
+//!  client <--UDP-- udp_relay <--OUTBOUND_UDP-- balancer (decode) <-- link
+//!  client --TCP--> balancer (accept, pick) --> tcp_relay session --> backend
+//! ```
+//!
+//! - [`balancer`]: the event loop; owns all state and makes every decision.
+//! - [`backends`]: the backend table, ids, health, round-robin, rebalancing.
+//! - [`remotes`]: client hosts pinned to backends (primary, backup, revert).
+//! - [`timeouts`]: named timer defaults, reconnect back-off, deadline tree.
+//! - [`frame`]: the wire protocol's frames (pure codec).
+//! - [`link`]: the I/O task of one backend control session.
+//! - [`udp_relay`], [`tcp_relay`]: moving client traffic.
+//! - [`cli`], [`logging`]: the command line and bunyan logs.
+//! - [`listener`]: the backend side of the protocol, for writing backends in
+//!   Rust; [`demo_zone`] answers from a tiny built-in zone on top of it.
+
+pub mod backends;
+pub mod balancer;
+pub mod cli;
+pub mod demo_zone;
+pub mod frame;
+pub mod link;
+pub mod listener;
+pub mod logging;
+pub mod remotes;
+pub mod tcp_relay;
+pub mod timeouts;
+pub mod udp_relay;

@@ -1,0 +1,369 @@
+//! REMOTES
+//!
+//! Each client host ("remote", known by its IP address; the port is not part
+//! of it) is pinned to one backend, so that a client keeps talking to the
+//! same DNS server process while that process is up: if you run `dig` from a
+//! host, you are answered by the same backend as that host's other queries,
+//! which makes behaviour consistent and problems debuggable.
+//!
+//! A remote has a primary backend and at most one backup.  While the primary
+//! is ok it is used (and any backup forgotten).  While it is not ok, a backup
+//! is used, chosen afresh if there is none or it is not ok either.  When the
+//! primary is ok again the remote returns to it.  If the primary's socket was
+//! removed, or the primary is unknown, a new primary is chosen.
+//!
+//! Remotes live in an ordered map keyed by address, as the original's AVL
+//! tree was.  A remote not heard from for a while is forgotten
+//! ([`Remotes::expire`]), and the periodic rebalance unassigns some remotes of
+//! an overfull backend ([`Remotes::unassign`]).  No I/O and no clock: the
+//! caller passes `now`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backends::{BackendId, Backends, NO_BACKEND};
+
+/// What happened to one remote, counted on the remote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoteStats {
+    pub udp: u64,
+    pub udp_drop: u64,
+    pub tcp: u64,
+    pub tcp_drop: u64,
+}
+
+/// One client host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub primary: BackendId,
+    pub backup: BackendId,
+    pub first_seen: Instant,
+    pub last_seen: Instant,
+    pub stats: RemoteStats,
+}
+
+/// A change of assignment worth a log line, in the original's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reassignment {
+    NewPrimary(BackendId),
+    NewBackup(BackendId),
+    BackToPrimary(BackendId),
+}
+
+impl Reassignment {
+    pub fn message(&self) -> &'static str {
+        match self {
+            Reassignment::NewPrimary(_) => "remote assigned to new primary backend",
+            Reassignment::NewBackup(_) => "remote assigned to new backup backend",
+            Reassignment::BackToPrimary(_) => "remote assigned to original primary backend",
+        }
+    }
+
+    pub fn backend(&self) -> BackendId {
+        match *self {
+            Reassignment::NewPrimary(id)
+            | Reassignment::NewBackup(id)
+            | Reassignment::BackToPrimary(id) => id,
+        }
+    }
+}
+
+/// The backend chosen for one query, and what changed to choose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    pub backend: Option<BackendId>,
+    pub change: Option<Reassignment>,
+}
+
+impl Remote {
+    fn new(now: Instant) -> Self {
+        Remote {
+            primary: NO_BACKEND,
+            backup: NO_BACKEND,
+            first_seen: now,
+            last_seen: now,
+            stats: RemoteStats::default(),
+        }
+    }
+
+    fn clear_primary(&mut self, backends: &mut Backends) {
+        if self.primary != NO_BACKEND {
+            backends.drop_remote(self.primary);
+            self.primary = NO_BACKEND;
+        }
+    }
+
+    /// Which backend serves this remote now.  See the module comment.
+    pub fn choose_backend(&mut self, backends: &mut Backends) -> Choice {
+        let none = |change| Choice {
+            backend: None,
+            change,
+        };
+        let primary_usable = backends
+            .get(self.primary)
+            .map(|be| (!be.removed, be.is_ok()));
+        match primary_usable {
+            // No primary, an unknown one, or one whose socket was removed:
+            // choose a new primary.
+            None | Some((false, _)) => {
+                self.clear_primary(backends);
+                self.backup = NO_BACKEND;
+                let Some(id) = backends.select() else {
+                    return none(None);
+                };
+                self.primary = id;
+                backends.add_remote(id);
+                Choice {
+                    backend: Some(id),
+                    change: Some(Reassignment::NewPrimary(id)),
+                }
+            }
+            Some((true, true)) => {
+                let change = (self.backup != NO_BACKEND)
+                    .then_some(Reassignment::BackToPrimary(self.primary));
+                self.backup = NO_BACKEND;
+                Choice {
+                    backend: Some(self.primary),
+                    change,
+                }
+            }
+            Some((true, false)) => {
+                if backends.is_ok(self.backup) {
+                    return Choice {
+                        backend: Some(self.backup),
+                        change: None,
+                    };
+                }
+                self.backup = NO_BACKEND;
+                let Some(id) = backends.select() else {
+                    return none(None);
+                };
+                self.backup = id;
+                Choice {
+                    backend: Some(id),
+                    change: Some(Reassignment::NewBackup(id)),
+                }
+            }
+        }
+    }
+}
+
+/// All remotes, ordered by address.
+#[derive(Debug, Default)]
+pub struct Remotes {
+    map: BTreeMap<IpAddr, Remote>,
+}
+
+impl Remotes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The remote for `ip`, created if new; marks it seen at `now`.  The
+    /// boolean says whether it was created.
+    pub fn touch(&mut self, ip: IpAddr, now: Instant) -> (&mut Remote, bool) {
+        let mut created = false;
+        let rem = self.map.entry(ip).or_insert_with(|| {
+            created = true;
+            Remote::new(now)
+        });
+        rem.last_seen = now;
+        (rem, created)
+    }
+
+    pub fn get(&self, ip: &IpAddr) -> Option<&Remote> {
+        self.map.get(ip)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&IpAddr, &Remote)> {
+        self.map.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Forget remotes not heard from for longer than `max_age` (a remote
+    /// exactly `max_age` old stays), calling `on_expire` for each.
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        max_age: Duration,
+        backends: &mut Backends,
+        mut on_expire: impl FnMut(&IpAddr),
+    ) -> usize {
+        let before = self.map.len();
+        self.map.retain(|ip, rem| {
+            if now.saturating_duration_since(rem.last_seen) > max_age {
+                on_expire(ip);
+                rem.clear_primary(backends);
+                false
+            } else {
+                true
+            }
+        });
+        before - self.map.len()
+    }
+
+    /// Unassign up to `count` remotes whose primary is `backend`, in address
+    /// order, so that they choose again on their next query.
+    pub fn unassign(
+        &mut self,
+        backend: BackendId,
+        count: u32,
+        backends: &mut Backends,
+        mut on_unassign: impl FnMut(&IpAddr),
+    ) -> u32 {
+        let mut done = 0;
+        for (ip, rem) in self.map.iter_mut() {
+            if done == count {
+                break;
+            }
+            if rem.primary == backend {
+                on_unassign(ip);
+                rem.clear_primary(backends);
+                rem.backup = NO_BACKEND;
+                done += 1;
+            }
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::LinkState;
+    use crate::backends::tests::{ready, table};
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn primary_then_backup_then_revert() {
+        let mut b = table(&["5300", "5301", "5302"]);
+        let mut r = Remotes::new();
+        let now = Instant::now();
+        let (rem, created) = r.touch(ip(1), now);
+        assert!(created);
+        let c = rem.choose_backend(&mut b);
+        assert_eq!(c.backend, Some(5300));
+        assert_eq!(c.change, Some(Reassignment::NewPrimary(5300)));
+        assert_eq!(b.get(5300).unwrap().remotes, 1);
+        // Sticky while the primary is ok.
+        let c = rem.choose_backend(&mut b);
+        assert_eq!((c.backend, c.change), (Some(5300), None));
+
+        // Primary fails: a backup is chosen round-robin and kept.
+        b.get_mut(5300).unwrap().state = LinkState::ReconnectPending;
+        let c = rem.choose_backend(&mut b);
+        assert_eq!(c.change, Some(Reassignment::NewBackup(5301)));
+        assert_eq!(rem.choose_backend(&mut b).backend, Some(5301));
+        assert_eq!(b.get(5300).unwrap().remotes, 1, "backup does not count");
+
+        // Backup fails too: another backup.
+        b.get_mut(5301).unwrap().state = LinkState::Down;
+        let c = rem.choose_backend(&mut b);
+        assert_eq!(c.change, Some(Reassignment::NewBackup(5302)));
+
+        // Primary returns: back to it, backup forgotten.
+        b.get_mut(5300).unwrap().state = ready();
+        let c = rem.choose_backend(&mut b);
+        assert_eq!(c.backend, Some(5300));
+        assert_eq!(c.change, Some(Reassignment::BackToPrimary(5300)));
+        assert_eq!(rem.backup, NO_BACKEND);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removed_primary_is_replaced() {
+        let mut b = table(&["5300", "5301"]);
+        let mut r = Remotes::new();
+        let (rem, _) = r.touch(ip(1), Instant::now());
+        assert_eq!(rem.choose_backend(&mut b).backend, Some(5300));
+        let be = b.get_mut(5300).unwrap();
+        be.state = LinkState::Down;
+        be.removed = true;
+        let c = rem.choose_backend(&mut b);
+        assert_eq!(c.change, Some(Reassignment::NewPrimary(5301)));
+        assert_eq!(rem.primary, 5301);
+        assert_eq!(b.get(5300).unwrap().remotes, 0);
+        assert_eq!(b.get(5301).unwrap().remotes, 1);
+        // When the removed socket returns, the remote stays on its new primary.
+        let be = b.get_mut(5300).unwrap();
+        be.removed = false;
+        be.state = ready();
+        assert_eq!(rem.choose_backend(&mut b).backend, Some(5301));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_backend_ok_gives_none() {
+        let mut b = table(&["5300"]);
+        b.get_mut(5300).unwrap().state = LinkState::AwaitingHello;
+        let mut r = Remotes::new();
+        let (rem, _) = r.touch(ip(1), Instant::now());
+        assert_eq!(rem.choose_backend(&mut b).backend, None);
+        assert_eq!(rem.primary, NO_BACKEND);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_at_exactly_the_configured_age() {
+        let mut b = table(&["5300"]);
+        let mut r = Remotes::new();
+        let t0 = Instant::now();
+        let age = Duration::from_secs(300);
+        r.touch(ip(1), t0).0.choose_backend(&mut b);
+        r.touch(ip(2), t0 + Duration::from_secs(1));
+        assert_eq!(b.get(5300).unwrap().remotes, 1);
+        let mut gone = Vec::new();
+        assert_eq!(r.expire(t0 + age, age, &mut b, |ip| gone.push(*ip)), 0);
+        assert_eq!(r.len(), 2, "exactly max_age old: kept");
+        let n = r.expire(t0 + age + Duration::from_nanos(1), age, &mut b, |ip| {
+            gone.push(*ip)
+        });
+        assert_eq!(n, 1);
+        assert_eq!(gone, [ip(1)]);
+        assert_eq!(b.get(5300).unwrap().remotes, 0, "its backend count drops");
+        // Being heard from keeps a remote alive.
+        r.touch(ip(2), t0 + age);
+        assert_eq!(r.expire(t0 + age + age, age, &mut b, |_| {}), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rebalance_unassigns_surplus_of_fullest_in_address_order() {
+        let mut b = table(&["5300", "5301", "5302"]);
+        let mut r = Remotes::new();
+        let now = Instant::now();
+        // Eight remotes, all on 5300 while the others were down.
+        for id in [5301, 5302] {
+            b.get_mut(id).unwrap().state = LinkState::Down;
+        }
+        for n in 1..=8 {
+            r.touch(ip(n), now).0.choose_backend(&mut b);
+        }
+        for id in [5301, 5302] {
+            b.get_mut(id).unwrap().state = ready();
+        }
+        let plan = b.rebalance_plan().unwrap();
+        assert_eq!((plan.backend, plan.unassign), (5300, 5));
+        let mut moved = Vec::new();
+        let n = r.unassign(plan.backend, plan.unassign, &mut b, |ip| moved.push(*ip));
+        assert_eq!(n, 5);
+        assert_eq!(moved, (1..=5).map(ip).collect::<Vec<_>>());
+        assert_eq!(b.get(5300).unwrap().remotes, 3);
+        // Their next queries spread them round-robin over the others.
+        for n in 1..=5 {
+            r.touch(ip(n), now).0.choose_backend(&mut b);
+        }
+        let counts: Vec<u32> = b.iter().map(|be| be.remotes).collect();
+        assert_eq!(counts.iter().sum::<u32>(), 8);
+        assert!(b.rebalance_plan().is_none(), "balanced now: {counts:?}");
+    }
+}
