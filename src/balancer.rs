@@ -184,7 +184,8 @@ struct Balancer {
     accepting: bool,
     next_conn_id: u64,
     no_backend_log: RateLimit,
-    ipv6_log: RateLimit,
+    ipv6_udp_log: RateLimit,
+    ipv6_tcp_log: RateLimit,
     oversized_log: RateLimit,
     session_limit_log: RateLimit,
 }
@@ -225,7 +226,8 @@ pub async fn run(
         accepting: true,
         next_conn_id: 0,
         no_backend_log: RateLimit::default(),
-        ipv6_log: RateLimit::default(),
+        ipv6_udp_log: RateLimit::default(),
+        ipv6_tcp_log: RateLimit::default(),
         oversized_log: RateLimit::default(),
         session_limit_log: RateLimit::default(),
     };
@@ -696,7 +698,7 @@ impl Balancer {
             let ip = dgram.ip;
             if ip.is_ipv6() {
                 self.udp_counters.dropped_ipv6_unsupported += 1;
-                if self.ipv6_log.allow(now, REPEAT_LOG_INTERVAL) {
+                if self.ipv6_udp_log.allow(now, REPEAT_LOG_INTERVAL) {
                     warn!(self.log, "dropping UDP packet from IPv6 remote (unsupported)";
                         "remote_ip" => ip.to_string(),
                         "dropped" => self.udp_counters.dropped_ipv6_unsupported);
@@ -777,7 +779,7 @@ impl Balancer {
         let ip = peer.ip().to_canonical();
         let IpAddr::V4(v4) = ip else {
             self.tcp_counters.dropped_ipv6_unsupported += 1;
-            if self.ipv6_log.allow(now, REPEAT_LOG_INTERVAL) {
+            if self.ipv6_tcp_log.allow(now, REPEAT_LOG_INTERVAL) {
                 warn!(self.log, "dropping TCP connection from IPv6 remote (unsupported)";
                     "remote_ip" => ip.to_string());
             }

@@ -1,0 +1,271 @@
+//! The real balancer in front of real demo backends: answers over UDP and
+//! TCP, stickiness, failover and revert, removed and returning sockets,
+//! rebalancing and expiry, and the datagrams it must refuse.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use common::*;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use tokio::io::AsyncWriteExt;
+use tokio::net::UdpSocket;
+
+const TWO_S: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn answers_over_udp_and_tcp() {
+    let (_dir, _backends, bal) = three_backends(&[]);
+    let to = bal.target();
+    let m = udp_ask(lo(1), to, "www.example.com.", RecordType::A, TWO_S)
+        .await
+        .expect("UDP answer");
+    assert_eq!(rcode(&m), ResponseCode::NoError);
+    assert_eq!(m.answers[0].data.to_string(), "192.0.2.1");
+    let m = tcp_ask(lo(1), to, "a9.example.com.", RecordType::A)
+        .await
+        .expect("TCP answer");
+    assert_eq!(m.answers[0].data.to_string(), "192.0.2.9");
+    let m = udp_ask(lo(1), to, "nope.example.com.", RecordType::A, TWO_S)
+        .await
+        .unwrap();
+    assert_eq!(rcode(&m), ResponseCode::NXDomain);
+    // The backend sees the client's real address and port.
+    let sock = UdpSocket::bind((lo(7), 0)).await.unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let m = udp_ask_on(&sock, to, "client.example.com.", RecordType::TXT, TWO_S)
+        .await
+        .unwrap();
+    assert_eq!(txt(&m), format!("127.0.0.7 {port}"));
+}
+
+#[tokio::test]
+async fn each_client_ip_stays_on_one_backend() {
+    let (_dir, _backends, bal) = three_backends(&[]);
+    let to = bal.target();
+    let mut seen: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
+    for round in 0..4 {
+        for n in 10..19 {
+            let who = if round % 2 == 0 {
+                whoami(lo(n), to).await.expect("UDP answer")
+            } else {
+                let m = tcp_ask(lo(n), to, "whoami.example.com.", RecordType::TXT)
+                    .await
+                    .expect("TCP answer");
+                txt(&m)
+            };
+            seen.entry(lo(n)).or_default().insert(who);
+        }
+    }
+    for (ip, backends) in &seen {
+        assert_eq!(backends.len(), 1, "{ip} was served by {backends:?}");
+    }
+    let used: BTreeSet<_> = seen.values().flatten().collect();
+    assert_eq!(
+        used.len(),
+        3,
+        "round-robin spreads 9 clients over 3 backends"
+    );
+}
+
+#[tokio::test]
+async fn kill_9_moves_remotes_and_they_revert_when_it_returns() {
+    let (dir, mut backends, bal) = three_backends(&[]);
+    let to = bal.target();
+    let client = lo(30);
+    let first = whoami(client, to).await.unwrap();
+    let idx = backends.iter().position(|b| b.name == first).unwrap();
+    backends[idx].proc.kill9();
+    bal.proc
+        .wait_for("backend socket EOF", |r| be_id_is(r, &first));
+    let backup = whoami_until(client, to, "answer from another backend", |w| w != first).await;
+    assert_ne!(backup, first);
+    bal.proc
+        .wait_for("remote assigned to new backup backend", |r| {
+            r["remote_ip"] == "127.0.0.30"
+        });
+    // Restart the same backend on the same socket: the client goes home.
+    backends[idx] = Backend::start(dir.path(), &first);
+    whoami_until(client, to, "revert to the original primary", |w| w == first).await;
+    bal.proc
+        .wait_for("remote assigned to original primary backend", |r| {
+            r["remote_ip"] == "127.0.0.30" && be_id_is(r, &first)
+        });
+}
+
+#[tokio::test]
+async fn removed_socket_is_marked_and_picked_up_again() {
+    let (dir, mut backends, bal) = three_backends(&[]);
+    let to = bal.target();
+    let client = lo(40);
+    let first = whoami(client, to).await.unwrap();
+    let idx = backends.iter().position(|b| b.name == first).unwrap();
+    backends[idx].proc.kill9();
+    std::fs::remove_file(&backends[idx].path).unwrap();
+    bal.proc
+        .wait_for("backend socket removed", |r| be_id_is(r, &first));
+    // A removed primary is replaced, not kept as a primary to return to.
+    let other = whoami_until(client, to, "served elsewhere", |w| w != first).await;
+    bal.proc
+        .wait_for("remote assigned to new primary backend", |r| {
+            r["remote_ip"] == "127.0.0.40" && be_id_is(r, &other)
+        });
+    backends[idx] = Backend::start(dir.path(), &first);
+    bal.proc
+        .wait_for("backend socket returned (connecting)", |r| {
+            be_id_is(r, &first)
+        });
+    bal.proc.wait_for_nth(2, "re-established", |r| {
+        r["msg"] == "backend socket established" && be_id_is(r, &first)
+    });
+    // It serves new clients again (round-robin reaches it).
+    let mut served = BTreeSet::new();
+    for n in 41..47 {
+        served.insert(whoami(lo(n), to).await.unwrap());
+    }
+    assert!(
+        served.contains(&first),
+        "returned backend serves: {served:?}"
+    );
+    assert_eq!(
+        whoami(client, to).await.unwrap(),
+        other,
+        "stays on new primary"
+    );
+}
+
+#[tokio::test]
+async fn tcp_two_pipelined_queries() {
+    let (_dir, _backends, bal) = three_backends(&[]);
+    let mut s = tcp_connect(lo(50), bal.target()).await;
+    let mut both = Vec::new();
+    for (id, name) in [(1u16, "a1.example.com."), (2, "a2.example.com.")] {
+        let q = query(name, RecordType::A, id);
+        both.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        both.extend_from_slice(&q);
+    }
+    s.write_all(&both).await.unwrap();
+    let a = tcp_recv(&mut s).await.expect("first answer");
+    let b = tcp_recv(&mut s).await.expect("second answer");
+    assert_eq!((a.metadata.id, b.metadata.id), (1, 2));
+    assert_eq!(a.answers[0].data.to_string(), "192.0.2.1");
+    assert_eq!(b.answers[0].data.to_string(), "192.0.2.2");
+}
+
+#[tokio::test]
+async fn tcp_half_close_still_gets_the_answer() {
+    let (_dir, _backends, bal) = three_backends(&[]);
+    let mut s = tcp_connect(lo(51), bal.target()).await;
+    tcp_send(&mut s, &query("big.example.com.", RecordType::TXT, 9)).await;
+    s.shutdown().await.unwrap();
+    let m = tcp_recv(&mut s).await.expect("answer after our FIN");
+    assert_eq!(m.metadata.id, 9);
+    assert_eq!(m.answers.len(), 40, "the whole big answer over TCP");
+    assert!(tcp_recv(&mut s).await.is_none(), "then the balancer closes");
+}
+
+#[tokio::test]
+async fn tcp_connection_with_no_data_is_handled_cleanly() {
+    let (_dir, _backends, bal) = three_backends(&[]);
+    for _ in 0..5 {
+        let mut s = tcp_connect(lo(52), bal.target()).await;
+        s.shutdown().await.unwrap();
+        assert!(tcp_recv(&mut s).await.is_none());
+    }
+    assert!(whoami(lo(52), bal.target()).await.is_some());
+}
+
+#[tokio::test]
+async fn oversized_datagram_is_dropped_and_others_served() {
+    let (_dir, _backends, bal) = three_backends(&[]);
+    let to = bal.target();
+    let mut big = query("www.example.com.", RecordType::A, 5);
+    big.resize(1501, 0);
+    let sock = UdpSocket::bind((lo(60), 0)).await.unwrap();
+    sock.send_to(&big, to).await.unwrap();
+    bal.proc
+        .wait_for("dropping oversized UDP packet", |r| r["len"] == 1501);
+    // A full-size 1500-byte datagram is still forwarded.
+    let mut ok = query("www.example.com.", RecordType::A, 6);
+    ok.resize(1500, 0);
+    sock.send_to(&ok, to).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let n = tokio::time::timeout(TWO_S, sock.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(n > 12, "1500 bytes is within the limit and answered");
+    assert!(whoami(lo(61), to).await.is_some());
+}
+
+#[tokio::test]
+async fn ipv6_client_is_dropped_and_counted_not_crashed() {
+    let dir = sockdir();
+    let _b = Backend::start(dir.path(), "5300");
+    let bal = Balancer::start_on("::", dir.path(), FAST_TIMERS);
+    bal.wait_established(1);
+    let v6: SocketAddr = format!("[::1]:{}", bal.port).parse().unwrap();
+    let sock = UdpSocket::bind("[::1]:0").await.unwrap();
+    for _ in 0..3 {
+        sock.send_to(&query("www.example.com.", RecordType::A, 1), v6)
+            .await
+            .unwrap();
+    }
+    bal.proc
+        .wait_for("dropping UDP packet from IPv6 remote (unsupported)", |_| {
+            true
+        });
+    let s = tokio::net::TcpStream::connect(v6).await.unwrap();
+    drop(s);
+    bal.proc.wait_for(
+        "dropping TCP connection from IPv6 remote (unsupported)",
+        |_| true,
+    );
+    // IPv4 clients on the dual-stack socket are still served.
+    let v4 = SocketAddr::new(lo(1), bal.port);
+    assert_eq!(whoami(lo(62), v4).await.as_deref(), Some("5300"));
+}
+
+#[tokio::test]
+async fn idle_remotes_expire() {
+    let (_dir, _backends, bal) =
+        three_backends(&["--remote-expiry", "300ms", "--expiry-sweep", "100ms"]);
+    assert!(whoami(lo(70), bal.target()).await.is_some());
+    bal.proc
+        .wait_for("expiring remote entry", |r| r["remote_ip"] == "127.0.0.70");
+}
+
+#[tokio::test]
+async fn rebalance_moves_surplus_remotes_to_new_backends() {
+    let dir = sockdir();
+    let _first = Backend::start(dir.path(), "5300");
+    let mut args = FAST_TIMERS.to_vec();
+    args.extend(["--rebalance-interval", "300ms"]);
+    let bal = Balancer::start(dir.path(), &args);
+    bal.wait_established(1);
+    let to = bal.target();
+    for n in 80..88 {
+        assert_eq!(whoami(lo(n), to).await.as_deref(), Some("5300"));
+    }
+    let _more = [
+        Backend::start(dir.path(), "5301"),
+        Backend::start(dir.path(), "5302"),
+    ];
+    bal.wait_established(3);
+    // Spread 8 - 0 > 3 backends: 5 remotes of 5300 are unassigned.
+    bal.proc.wait_for_nth(5, "5 rebalanced remotes", |r| {
+        r["msg"] == "rebalancing to reduce spread"
+    });
+    let mut served = BTreeSet::new();
+    for n in 80..88 {
+        served.insert(whoami(lo(n), to).await.unwrap());
+    }
+    assert_eq!(
+        served.len(),
+        3,
+        "after rebalancing all backends serve: {served:?}"
+    );
+}
