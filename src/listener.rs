@@ -18,7 +18,10 @@ use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
@@ -79,26 +82,28 @@ impl UdpQuery {
 }
 
 /// A client TCP connection relayed by the balancer: after INBOUND_TCP_OK the
-/// stream carries DNS over TCP (two-byte length prefix) verbatim.
+/// stream carries DNS over TCP (two-byte length prefix) verbatim.  It is an
+/// async stream ([`AsyncRead`] + [`AsyncWrite`]); [`TcpSession::read_message`]
+/// and [`TcpSession::write_message`] handle the framing for the common case.
 #[derive(Debug)]
 pub struct TcpSession {
+    /// The client, as the balancer saw it.
     pub client: SocketAddr,
-    /// Bytes that arrived right behind the INBOUND_TCP frame.
+    /// Bytes that arrived right behind the INBOUND_TCP frame; read first.
     pending: Vec<u8>,
-    pub stream: UnixStream,
+    stream: UnixStream,
 }
 
 impl TcpSession {
     /// Read one DNS message; `Ok(None)` at a clean end of stream.
     pub async fn read_message(&mut self) -> io::Result<Option<Vec<u8>>> {
         let mut len = [0u8; 2];
-        if !self.fill(&mut len).await? {
+        if self.read(&mut len[..1]).await? == 0 {
             return Ok(None);
         }
-        let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
-        if !self.fill(&mut msg).await? {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
+        self.read_exact(&mut len[1..]).await?;
+        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        self.read_exact(&mut msg).await?;
         Ok(Some(msg))
     }
 
@@ -109,31 +114,41 @@ impl TcpSession {
         let mut out = Vec::with_capacity(2 + msg.len());
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(msg);
-        self.stream.write_all(&out).await
+        self.write_all(&out).await
+    }
+}
+
+impl AsyncRead for TcpSession {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pending.is_empty() {
+            let n = self.pending.len().min(buf.remaining());
+            buf.put_slice(&self.pending[..n]);
+            self.pending.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TcpSession {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
-    /// Fill `buf` from pending bytes then the stream.  Returns false if the
-    /// stream ended before the first byte.
-    async fn fill(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        let from_pending = self.pending.len().min(buf.len());
-        buf[..from_pending].copy_from_slice(&self.pending[..from_pending]);
-        self.pending.drain(..from_pending);
-        if from_pending == buf.len() {
-            return Ok(true);
-        }
-        let mut at = from_pending;
-        while at < buf.len() {
-            let n = self.stream.read(&mut buf[at..]).await?;
-            if n == 0 {
-                return if at == 0 {
-                    Ok(false)
-                } else {
-                    Err(io::ErrorKind::UnexpectedEof.into())
-                };
-            }
-            at += n;
-        }
-        Ok(true)
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -265,5 +280,95 @@ async fn serve_connection(mut stream: UnixStream, tx: mpsc::Sender<Inbound>) {
             }
             out.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    async fn read_frame(s: &mut UnixStream, fb: &mut FrameBuffer) -> Vec<u8> {
+        loop {
+            if let Some(f) = fb.next_frame().unwrap() {
+                let mut out = Vec::new();
+                f.encode(&mut out);
+                return out;
+            }
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "unexpected EOF");
+            fb.extend(&buf[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn control_session_and_tcp_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("5300");
+        std::fs::write(&path, b"stale").unwrap();
+        let mut l = BalancerListener::bind(&path).unwrap();
+
+        // Hello, a heartbeat and a query in one write.
+        let mut c = UnixStream::connect(&path).await.unwrap();
+        let client = Ipv4Addr::new(10, 1, 2, 3);
+        let mut w = Vec::new();
+        Frame::ClientHello.encode(&mut w);
+        Frame::ClientHeartbeat.encode(&mut w);
+        Frame::InboundUdp {
+            addr: client,
+            port: 5353,
+            payload: b"query",
+        }
+        .encode(&mut w);
+        c.write_all(&w).await.unwrap();
+        let mut fb = FrameBuffer::new();
+        assert_eq!(read_frame(&mut c, &mut fb).await, 1001u32.to_le_bytes());
+        assert_eq!(read_frame(&mut c, &mut fb).await, 1004u32.to_le_bytes());
+        let Some(Inbound::Udp(q)) = l.next().await else {
+            panic!("expected a UDP query")
+        };
+        assert_eq!(q.client, "10.1.2.3:5353".parse().unwrap());
+        assert_eq!(q.message, b"query");
+        q.reply(b"answer").await.unwrap();
+        let mut want = Vec::new();
+        Frame::OutboundUdp {
+            addr: client,
+            port: 5353,
+            payload: b"answer",
+        }
+        .encode(&mut want);
+        assert_eq!(read_frame(&mut c, &mut fb).await, want);
+
+        // INBOUND_TCP with the first DNS bytes right behind it.
+        let mut t = UnixStream::connect(&path).await.unwrap();
+        let mut w = frame::inbound_tcp(client, 4000).to_vec();
+        w.extend_from_slice(&[0, 3, b'a', b'b', b'c']);
+        t.write_all(&w).await.unwrap();
+        let Some(Inbound::Tcp(mut s)) = l.next().await else {
+            panic!("expected a TCP session")
+        };
+        assert_eq!(s.client, "10.1.2.3:4000".parse().unwrap());
+        let mut ok = [0u8; 4];
+        t.read_exact(&mut ok).await.unwrap();
+        assert_eq!(ok, 1003u32.to_le_bytes());
+        assert_eq!(s.read_message().await.unwrap().unwrap(), b"abc");
+        s.write_message(b"xyz").await.unwrap();
+        let mut back = [0u8; 5];
+        t.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, &[0, 3, b'x', b'y', b'z']);
+        t.shutdown().await.unwrap();
+        assert_eq!(s.read_message().await.unwrap(), None, "clean EOF");
+    }
+
+    #[tokio::test]
+    async fn frame_before_hello_ends_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let _l = BalancerListener::bind(&path).unwrap();
+        let mut c = UnixStream::connect(&path).await.unwrap();
+        c.write_all(&4u32.to_le_bytes()).await.unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(c.read(&mut buf).await.unwrap(), 0, "closed, no reply");
     }
 }
