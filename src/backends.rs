@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use slab::Slab;
 use tokio::time::Instant;
 
+use crate::frame::capability;
 use crate::timeouts::Backoff;
 
 /// A backend's id.  Sockets named after Binder's ports (5300..5399) keep that
@@ -47,6 +48,51 @@ pub enum LinkState {
     Ready { heartbeat_sent: Option<Instant> },
 }
 
+/// What a client needs of its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// An IPv4 client: any backend speaks the original protocol.
+    Any,
+    /// An IPv6 client: only backends that announced the IPv6 extension.
+    Ipv6,
+}
+
+impl Need {
+    pub fn of(ip: &std::net::IpAddr) -> Need {
+        if ip.is_ipv6() { Need::Ipv6 } else { Need::Any }
+    }
+}
+
+/// Number of buckets in [`Latency`].
+pub const LATENCY_BUCKETS: usize = 16;
+
+/// Forward latency (query in to answer out) of one backend: bucket `i`
+/// counts answers faster than `2^(i+5)` microseconds (the last bucket takes
+/// the rest), so 32 us .. 1 s are resolved to a factor of two.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Latency {
+    pub count: u64,
+    pub sum_us: u64,
+    pub max_us: u64,
+    pub buckets: [u64; LATENCY_BUCKETS],
+}
+
+impl Latency {
+    pub fn record(&mut self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+        self.max_us = self.max_us.max(us);
+        let bucket = (64 - (us >> 5).leading_zeros()) as usize;
+        self.buckets[bucket.min(LATENCY_BUCKETS - 1)] += 1;
+    }
+
+    /// The upper bound in microseconds of bucket `i` (`None`: unbounded).
+    pub fn bucket_bound_us(i: usize) -> Option<u64> {
+        (i + 1 < LATENCY_BUCKETS).then(|| 1u64 << (i + 5))
+    }
+}
+
 /// What happened to a backend, counted on the backend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BackendStats {
@@ -64,6 +110,13 @@ pub struct BackendStats {
     pub udp_replies: u64,
     /// Times this backend was faulted.
     pub faults: u64,
+    /// Queries this backend left unanswered past the query timeout.
+    pub timeouts: u64,
+    /// Faults found by the passive check (queries left unanswered).
+    pub passive_faults: u64,
+    /// Queries replayed to other backends after this one failed.
+    pub replayed_away: u64,
+    pub latency: Latency,
 }
 
 /// One backend process, known by its socket path.
@@ -80,6 +133,16 @@ pub struct Backend {
     /// Bumped at every connection attempt so that news from an abandoned
     /// connection is recognised and ignored.
     pub generation: u64,
+    /// Protocol extensions the current session announced
+    /// ([`capability`] bits).
+    pub caps: u32,
+    /// A second CLIENT_HELLO asked for capabilities and is unanswered.
+    pub caps_pending: bool,
+    /// Since when the backend has left queries unanswered without answering
+    /// any; `None` when it owes nothing or has just answered.
+    pub unanswered_since: Option<Instant>,
+    /// A heartbeat was sent early because the backend answers nothing.
+    pub probing: bool,
     pub stats: BackendStats,
 }
 
@@ -88,6 +151,11 @@ impl Backend {
     /// given traffic.
     pub fn is_ok(&self) -> bool {
         matches!(self.state, LinkState::Ready { .. })
+    }
+
+    /// Ok, and able to serve a client that needs `need`.
+    pub fn serves(&self, need: Need) -> bool {
+        self.is_ok() && (need == Need::Any || self.caps & capability::IPV6 != 0)
     }
 
     /// A short name for the state, for logs and stats.
@@ -133,6 +201,10 @@ impl Backends {
             backoff: Backoff::immediate(),
             remotes: 0,
             generation: 0,
+            caps: 0,
+            caps_pending: false,
+            unanswered_since: None,
+            probing: false,
             stats: BackendStats::default(),
         });
         self.by_id.insert(id, key);
@@ -185,9 +257,19 @@ impl Backends {
         self.get(id).is_some_and(Backend::is_ok)
     }
 
+    /// Whether `id` names a backend that can serve a client needing `need`.
+    pub fn serves(&self, id: BackendId, need: Need) -> bool {
+        self.get(id).is_some_and(|be| be.serves(need))
+    }
+
     /// Choose a backend for a new assignment: round-robin in id order,
     /// starting after the one chosen last, skipping backends that are not ok.
     pub fn select(&mut self) -> Option<BackendId> {
+        self.select_for(Need::Any)
+    }
+
+    /// [`Backends::select`] among the backends that serve `need`.
+    pub fn select_for(&mut self, need: Need) -> Option<BackendId> {
         let after = self
             .by_id
             .range(self.last_assigned.saturating_add(1)..)
@@ -195,7 +277,7 @@ impl Backends {
         let slab = &self.slab;
         let chosen = after
             .map(|(&id, &k)| (id, &slab[k]))
-            .find(|(_, be)| be.is_ok())
+            .find(|(_, be)| be.serves(need))
             .map(|(id, _)| id)?;
         self.last_assigned = chosen;
         Some(chosen)
@@ -301,6 +383,35 @@ pub(crate) mod tests {
         assert_eq!(b.select(), None);
         b.get_mut(5301).unwrap().state = ready();
         assert_eq!(b.select(), Some(5301));
+    }
+
+    #[test]
+    fn ipv6_clients_only_get_backends_that_announced_it() {
+        let mut b = table(&["5300", "5301", "5302"]);
+        assert_eq!(b.select_for(Need::Ipv6), None, "none announced");
+        b.get_mut(5302).unwrap().caps = capability::IPV6;
+        assert_eq!(b.select_for(Need::Ipv6), Some(5302));
+        assert_eq!(b.select_for(Need::Ipv6), Some(5302));
+        assert_eq!(
+            b.select_for(Need::Any),
+            Some(5300),
+            "IPv4 clients: everyone"
+        );
+    }
+
+    #[test]
+    fn latency_buckets_are_powers_of_two() {
+        let mut l = Latency::default();
+        for us in [0, 31, 32, 63, 64, 1000, 5_000_000] {
+            l.record(std::time::Duration::from_micros(us));
+        }
+        assert_eq!(l.count, 7);
+        assert_eq!(l.max_us, 5_000_000);
+        assert_eq!(&l.buckets[..3], &[2, 2, 1], "<32, <64, <128");
+        assert_eq!(l.buckets[5], 1, "1000 us is under 1024");
+        assert_eq!(l.buckets[LATENCY_BUCKETS - 1], 1, "the rest");
+        assert_eq!(Latency::bucket_bound_us(0), Some(32));
+        assert_eq!(Latency::bucket_bound_us(LATENCY_BUCKETS - 1), None);
     }
 
     #[test]

@@ -4,14 +4,19 @@
 //! table ([`Backends`]), the remotes ([`Remotes`]), the timeouts
 //! ([`Timeouts`]) and the UDP socket.  It wakes for four things:
 //!
-//! - datagrams on the UDP socket, which it frames and queues toward the
-//!   client's backend ([`crate::udp_relay`]);
+//! - datagrams on the UDP sockets, which it checks ([`crate::intake`]),
+//!   records in the in-flight table ([`crate::inflight`]) and queues toward
+//!   the client's backend ([`crate::udp_relay`]), or answers itself when no
+//!   backend can take them ([`crate::synth`]);
 //! - news from a backend's control session, which it decodes and acts on:
-//!   hello, heartbeat replies, answers to send, faults ([`crate::link`]);
+//!   hello and capabilities, heartbeat replies, answers to send (only to
+//!   clients that asked), faults, after which the queries the backend held
+//!   are replayed to other backends ([`crate::link`]);
 //! - TCP connections, which it assigns to a backend and hands to a session
 //!   task ([`crate::tcp_relay`]);
 //! - timers: directory scan, reconnects, hello and heartbeat deadlines,
-//!   rebalancing and remote expiry.
+//!   query deadlines, the passive health check, rebalancing and remote
+//!   expiry.
 //!
 //! Because one task makes every decision, decisions need no locks and are
 //! made in the order events happened.  Work that can block (connecting,
@@ -19,31 +24,37 @@
 //! that report back through bounded channels.
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
+use hickory_proto::op::ResponseCode;
 use slog::{Logger, debug, error, info, o, trace, warn};
-use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::backends::{BackendId, Backends, LinkState};
-use crate::cli::Config;
+use crate::backends::{BackendId, Backends, LinkState, Need};
+use crate::cli::{Config, NoBackend, OnTimeout};
 use crate::frame::{Frame, FrameBuffer, FrameError, frame_type};
+use crate::inflight::{self, InFlight, QueryKey, Unmatched};
+use crate::intake::{self, Refusal};
 use crate::link::{self, LinkEvent, OutQueue};
-use crate::remotes::Remotes;
+use crate::remotes::{Choice, Remotes};
+use crate::synth;
 use crate::tcp_relay::{self, Session, SessionEvent};
 use crate::timeouts::Timeouts;
-use crate::udp_relay::{RECV_BATCH, UdpCounters, UdpRelay};
+use crate::udp_relay::{Datagram, RECV_BATCH, UdpCounters, UdpRelay};
 
 /// The TCP listen backlog, as in the original: enough for a burst of
 /// resolvers retrying over TCP at once.
-const TCP_BACKLOG: u32 = 1000;
+const TCP_BACKLOG: i32 = 1000;
 
 /// Events queued from link and session tasks toward the loop.  When full,
 /// those tasks wait, which slows reading from backends: backpressure, not
@@ -62,51 +73,91 @@ const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 const SUN_PATH_MAX: usize = 108;
 
 /// The bound sockets, created before the loop starts so that a caller (or
-/// test) knows the port before any traffic flows.
+/// test) knows the port before any traffic flows.  One UDP socket and one
+/// TCP listener per listen address, all on the same port.
 pub struct Listeners {
-    pub udp: UdpSocket,
-    pub tcp: TcpListener,
+    pub udp: Vec<UdpSocket>,
+    pub tcp: Vec<TcpListener>,
 }
 
 impl Listeners {
     pub fn local_port(&self) -> io::Result<u16> {
-        Ok(self.udp.local_addr()?.port())
+        match self.udp.first() {
+            Some(s) => Ok(s.local_addr()?.port()),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "no listeners")),
+        }
     }
 }
 
-/// Bind the UDP and TCP listeners on the same address and port.  With port
-/// 0, UDP picks a free port and TCP binds the same number.
+/// A socket for `addr`.  An IPv6 socket is v6-only when IPv4 addresses are
+/// listened on separately (else the two would collide on the port); alone,
+/// `::` is dual-stack and serves IPv4 clients too.
+fn new_socket(addr: SocketAddr, ty: Type, proto: Protocol, v6_only: bool) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(v6_only)?;
+    }
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// Bind the UDP and TCP listeners on every listen address, on one port.
+/// With port 0, the first UDP socket picks a free port and every other
+/// socket binds the same number.
 pub fn bind(config: &Config, log: &Logger) -> io::Result<Listeners> {
-    let addr = SocketAddr::new(config.listen_addr, config.port);
     let with_context = |what: &str, addr: SocketAddr, e: io::Error| {
         error!(log, "{}", what; "address" => addr.ip().to_string(),
             "port" => addr.port().to_string(), "errno" => e.raw_os_error().unwrap_or(0),
             "strerror" => e.to_string());
         io::Error::new(e.kind(), format!("{what} {addr}: {e}"))
     };
-    let std_udp = std::net::UdpSocket::bind(addr)
-        .map_err(|e| with_context("failed to bind UDP listen socket", addr, e))?;
-    std_udp.set_nonblocking(true)?;
-    let udp = UdpSocket::from_std(std_udp)?;
-    let udp_addr = udp.local_addr()?;
-    info!(log, "listening for UDP packets";
-        "address" => udp_addr.ip().to_string(), "port" => udp_addr.port().to_string());
+    let any_v4 = config.listen_addrs.iter().any(IpAddr::is_ipv4);
+    let mut port = config.port;
+    let mut listeners = Listeners {
+        udp: Vec::new(),
+        tcp: Vec::new(),
+    };
+    for &ip in &config.listen_addrs {
+        let addr = SocketAddr::new(ip, port);
+        let udp = new_socket(addr, Type::DGRAM, Protocol::UDP, any_v4)
+            .and_then(|s| {
+                s.bind(&addr.into())?;
+                UdpSocket::from_std(s.into())
+            })
+            .map_err(|e| with_context("failed to bind UDP listen socket", addr, e))?;
+        let udp_addr = udp.local_addr()?;
+        port = udp_addr.port();
+        info!(log, "listening for UDP packets";
+            "address" => udp_addr.ip().to_string(), "port" => port.to_string());
 
-    let tcp_addr = SocketAddr::new(config.listen_addr, udp_addr.port());
-    let tcp = (|| {
-        let s = if tcp_addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        s.set_reuseaddr(true)?;
-        s.bind(tcp_addr)?;
-        s.listen(TCP_BACKLOG)
-    })()
-    .map_err(|e| with_context("failed to create TCP listen socket", tcp_addr, e))?;
-    info!(log, "listening for TCP packets";
-        "address" => tcp_addr.ip().to_string(), "port" => tcp_addr.port().to_string());
-    Ok(Listeners { udp, tcp })
+        let tcp_addr = SocketAddr::new(ip, port);
+        let tcp = new_socket(tcp_addr, Type::STREAM, Protocol::TCP, any_v4)
+            .and_then(|s| {
+                s.set_reuse_address(true)?;
+                s.bind(&tcp_addr.into())?;
+                s.listen(TCP_BACKLOG)?;
+                TcpListener::from_std(s.into())
+            })
+            .map_err(|e| with_context("failed to create TCP listen socket", tcp_addr, e))?;
+        info!(log, "listening for TCP packets";
+            "address" => tcp_addr.ip().to_string(), "port" => port.to_string());
+        listeners.udp.push(udp);
+        listeners.tcp.push(tcp);
+    }
+    Ok(listeners)
+}
+
+/// Accept from whichever listener has a connection waiting.
+async fn accept_any(listeners: &[TcpListener]) -> io::Result<(TcpStream, SocketAddr)> {
+    poll_fn(|cx| {
+        for l in listeners {
+            if let Poll::Ready(r) = l.poll_accept(cx) {
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// What a timeout is for.
@@ -116,6 +167,10 @@ enum TimerKey {
     Rebalance,
     ExpirySweep,
     AcceptResume,
+    /// The earliest deadline in the in-flight table.
+    QueryDeadline,
+    /// Look for backends that leave queries unanswered.
+    PassiveCheck,
     Reconnect(BackendId),
     /// Connect and hello must complete by then.
     Hello(BackendId),
@@ -146,7 +201,6 @@ impl Drop for Link {
 pub struct TcpCounters {
     pub accepted: u64,
     pub dropped_no_backend: u64,
-    pub dropped_ipv6_unsupported: u64,
     pub dropped_session_limit: u64,
 }
 
@@ -175,6 +229,7 @@ struct Balancer {
     remotes: Remotes,
     timeouts: Timeouts<TimerKey>,
     links: HashMap<BackendId, Link>,
+    inflight: InFlight,
     udp: UdpRelay,
     udp_counters: UdpCounters,
     tcp_counters: TcpCounters,
@@ -183,11 +238,160 @@ struct Balancer {
     sessions: Arc<Semaphore>,
     accepting: bool,
     next_conn_id: u64,
+    /// Seconds are counted from here for the per-remote rate limits.
+    started: Instant,
     no_backend_log: RateLimit,
-    ipv6_udp_log: RateLimit,
-    ipv6_tcp_log: RateLimit,
     oversized_log: RateLimit,
+    inflight_full_log: RateLimit,
+    unsolicited_log: RateLimit,
     session_limit_log: RateLimit,
+}
+
+/// What a datagram led to, once the borrow of the receive buffer ends.
+enum Outcome {
+    Done,
+    /// Send this answer (synthesized) to the client.
+    Answer(Vec<u8>),
+}
+
+/// The parts of the loop's state that forwarding one datagram touches,
+/// borrowed apart from the UDP relay whose buffer holds the datagram.
+struct Forwarding<'a> {
+    cfg: &'a Config,
+    log: &'a Logger,
+    backends: &'a mut Backends,
+    remotes: &'a mut Remotes,
+    links: &'a mut HashMap<BackendId, Link>,
+    inflight: &'a mut InFlight,
+    counters: &'a mut UdpCounters,
+    /// Seconds since start, for per-remote rate limits.
+    second: u32,
+    no_backend_log: &'a mut RateLimit,
+    oversized_log: &'a mut RateLimit,
+    inflight_full_log: &'a mut RateLimit,
+}
+
+impl Forwarding<'_> {
+    /// Check one client datagram and queue it toward its backend, or decide
+    /// what the client gets instead.
+    fn forward(&mut self, dgram: &mut Datagram<'_>, now: Instant) -> Outcome {
+        self.counters.received += 1;
+        let ip = dgram.ip;
+        if dgram.is_oversized() {
+            self.counters.dropped_oversized += 1;
+            if self.oversized_log.allow(now, Duration::from_secs(1)) {
+                warn!(self.log, "dropping oversized UDP packet";
+                    "remote_ip" => %ip, "len" => dgram.len,
+                    "dropped" => self.counters.dropped_oversized);
+            }
+            return Outcome::Done;
+        }
+        let dns_id = match intake::check(dgram.payload()) {
+            Ok(id) => id,
+            Err(refusal) => {
+                match refusal {
+                    Refusal::Short => self.counters.dropped_short += 1,
+                    Refusal::Response => self.counters.dropped_response += 1,
+                    Refusal::BadQuestion => self.counters.dropped_malformed += 1,
+                }
+                debug!(self.log, "dropping UDP packet"; "reason" => refusal.name(),
+                    "remote_ip" => %ip, "len" => dgram.len);
+                return Outcome::Done;
+            }
+        };
+        let (rem, created) = self.remotes.touch(ip, now);
+        if created {
+            info!(self.log, "new remote peer"; "remote_ip" => %ip);
+        }
+        let choice = rem.choose_backend_for(self.backends, Need::of(&ip));
+        log_reassignment(self.log, &ip, &choice);
+        let Some(be_id) = choice.backend else {
+            rem.stats.udp_drop += 1;
+            self.counters.dropped_no_backend += 1;
+            if self
+                .no_backend_log
+                .allow(now, self.cfg.timers.no_backend_log_interval)
+            {
+                error!(self.log, "no backends available");
+            }
+            let rcode = match self.cfg.no_backend {
+                NoBackend::Drop => return Outcome::Done,
+                NoBackend::ServFail => ResponseCode::ServFail,
+                NoBackend::Refused => ResponseCode::Refused,
+            };
+            if !rem.allow_synthesized(self.second, self.cfg.synth_rate) {
+                self.counters.no_backend_rate_limited += 1;
+                return Outcome::Done;
+            }
+            return match synth::error_answer(dgram.payload(), rcode) {
+                Some(answer) => Outcome::Answer(answer),
+                None => Outcome::Done,
+            };
+        };
+        let (Some(link), Some(be)) = (self.links.get_mut(&be_id), self.backends.get_mut(be_id))
+        else {
+            return Outcome::Done;
+        };
+        let listener = dgram.listener;
+        let port = dgram.src.port();
+        let Some((frame, header_len)) = dgram.inbound_frame() else {
+            return Outcome::Done;
+        };
+        let key = QueryKey {
+            client: SocketAddr::new(ip, port),
+            id: dns_id,
+        };
+        let timeout = self.cfg.timers.query_timeout;
+        let inserted = match self
+            .inflight
+            .insert(key, be_id, listener, now, timeout, frame, header_len)
+        {
+            Ok(i) => i,
+            Err(full) => {
+                rem.stats.udp_drop += 1;
+                self.counters.dropped_inflight_full += 1;
+                if self.inflight_full_log.allow(now, REPEAT_LOG_INTERVAL) {
+                    warn!(self.log, "too many queries in flight (dropping)";
+                            "limit" => if full == inflight::Full::Total { "total" } else { "backend" },
+                            "be_id" => be_id, "dropped" => self.counters.dropped_inflight_full);
+                }
+                return Outcome::Done;
+            }
+        };
+        if link.queue.push(&[frame]).is_ok() {
+            rem.stats.udp += 1;
+            be.stats.udp += 1;
+            be.unanswered_since.get_or_insert(now);
+            self.counters.forwarded += 1;
+            return Outcome::Done;
+        }
+        // The backend is not keeping up: drop rather than queue.
+        if inserted == inflight::Inserted::New
+            && let Some(e) = self.inflight.remove(&key)
+        {
+            self.inflight.recycle(e);
+        }
+        rem.stats.udp_drop += 1;
+        be.stats.stuck += 1;
+        self.counters.dropped_stuck += 1;
+        if link
+            .stuck_logged
+            .is_none_or(|t| now.saturating_duration_since(t) >= REPEAT_LOG_INTERVAL)
+        {
+            link.stuck_logged = Some(now);
+            warn!(self.log, "stuck backend write queue (dropping)";
+                "be_id" => be_id, "be_path" => %be.path.display(),
+                "stuck" => be.stats.stuck, "queued_bytes" => self.cfg.backend_queue_bytes);
+        }
+        Outcome::Done
+    }
+}
+
+/// Log a change of a remote's backend in the original's words.
+fn log_reassignment(log: &Logger, ip: &IpAddr, choice: &Choice) {
+    if let Some(change) = choice.change {
+        info!(log, "{}", change.message(); "remote_ip" => %ip, "be_id" => change.backend());
+    }
 }
 
 /// What woke the loop.
@@ -210,7 +414,13 @@ pub async fn run(
     let (link_tx, mut link_rx) = mpsc::channel(EVENT_QUEUE);
     let (session_tx, mut session_rx) = mpsc::channel(EVENT_QUEUE);
     let Listeners { udp, tcp } = listeners;
+    let now = Instant::now();
+    let inflight = InFlight::new(inflight::Limits {
+        total: config.max_inflight,
+        per_backend: config.max_inflight_per_backend,
+    });
     let mut b = Balancer {
+        inflight,
         sessions: Arc::new(Semaphore::new(config.max_tcp_sessions)),
         cfg: config,
         log,
@@ -225,13 +435,13 @@ pub async fn run(
         session_tx,
         accepting: true,
         next_conn_id: 0,
+        started: now,
         no_backend_log: RateLimit::default(),
-        ipv6_udp_log: RateLimit::default(),
-        ipv6_tcp_log: RateLimit::default(),
         oversized_log: RateLimit::default(),
+        inflight_full_log: RateLimit::default(),
+        unsolicited_log: RateLimit::default(),
         session_limit_log: RateLimit::default(),
     };
-    let now = Instant::now();
     b.scan_socket_dir(now);
     let t = b.cfg.timers.clone();
     b.timeouts.set(TimerKey::Scan, now + t.scan_interval);
@@ -250,11 +460,11 @@ pub async fn run(
             _ = &mut shutdown => Wake::Shutdown,
             Some(ev) = link_rx.recv() => Wake::Link(ev),
             Some(ev) = session_rx.recv() => Wake::Session(ev),
-            r = b.udp.socket().readable() => match r {
+            r = b.udp.readable() => match r {
                 Ok(()) => Wake::Udp,
                 Err(e) => return Err(e),
             },
-            r = tcp.accept(), if b.accepting => Wake::Accept(r),
+            r = accept_any(&tcp), if b.accepting => Wake::Accept(r),
             _ = tokio::time::sleep_until(deadline) => Wake::Timer,
         };
         match wake {
@@ -401,10 +611,57 @@ impl Balancer {
         self.close_link(id);
         info!(log, "backend socket closed");
         self.schedule_reconnect(id, now);
+        self.replay_inflight(id, now);
+    }
+
+    /// Send each query in flight to a failed backend once more, to its
+    /// remote's new backend.  Queries already replayed once, or with no
+    /// backend to go to, stay in the table and meet their deadline.
+    fn replay_inflight(&mut self, from: BackendId, now: Instant) {
+        let mut replayed = 0u64;
+        for key in self.inflight.keys_for(from) {
+            if self.inflight.get(&key).is_none_or(|e| e.replayed) {
+                continue;
+            }
+            let ip = key.client.ip();
+            let Some(rem) = self.remotes.get_mut(&ip) else {
+                continue;
+            };
+            let choice = rem.choose_backend_for(&mut self.backends, Need::of(&ip));
+            log_reassignment(&self.log, &ip, &choice);
+            let Some(to) = choice.backend else {
+                continue;
+            };
+            let (Some(link), Some(frame)) = (self.links.get(&to), self.inflight.reassign(&key, to))
+            else {
+                continue;
+            };
+            // If the new backend's queue is full, the query meets its
+            // deadline like any other unanswered one.
+            let _ = link.queue.push(&[frame]);
+            replayed += 1;
+            if let Some(be) = self.backends.get_mut(to) {
+                be.unanswered_since.get_or_insert(now);
+            }
+        }
+        if replayed > 0 {
+            self.udp_counters.replayed += replayed;
+            if let Some(be) = self.backends.get_mut(from) {
+                be.stats.replayed_away += replayed;
+            }
+            info!(self.backend_log(from), "replayed queries in flight to other backends";
+                "count" => replayed);
+        }
     }
 
     fn close_link(&mut self, id: BackendId) {
         self.links.remove(&id);
+        if let Some(be) = self.backends.get_mut(id) {
+            be.caps = 0;
+            be.caps_pending = false;
+            be.unanswered_since = None;
+            be.probing = false;
+        }
         for key in [
             TimerKey::Hello(id),
             TimerKey::HeartbeatSend(id),
@@ -435,10 +692,13 @@ impl Balancer {
                 info!(self.backend_log(id), "backend socket connected");
                 if let Some(be) = self.backends.get_mut(id) {
                     be.state = LinkState::AwaitingHello;
+                    be.caps_pending = true;
                 }
+                // The second hello asks for capabilities: node-mname answers
+                // every hello alike, so it reads a plain SERVER_HELLO back.
+                let hello = frame_type::CLIENT_HELLO.to_le_bytes();
                 if let Some(link) = self.links.get(&id) {
-                    link.queue
-                        .push_control(&frame_type::CLIENT_HELLO.to_le_bytes());
+                    link.queue.push_control(&[hello, hello].concat());
                 }
             }
             LinkEvent::ConnectFailed { error: e, .. } => {
@@ -530,6 +790,18 @@ impl Balancer {
             return false;
         }
         match frame {
+            Frame::ServerHello if ready && be.caps_pending => {
+                // The answer to our second hello from a backend that speaks
+                // only the original protocol.
+                be.caps_pending = false;
+                be.caps = 0;
+                debug!(self.backend_log(id), "backend speaks the original protocol");
+            }
+            Frame::ServerCapabilities { flags } if ready && be.caps_pending => {
+                be.caps_pending = false;
+                be.caps = flags;
+                info!(self.backend_log(id), "backend capabilities"; "caps" => flags);
+            }
             Frame::ServerHello => {
                 if ready {
                     error!(self.backend_log(id), "duplicate hello from backend");
@@ -560,6 +832,11 @@ impl Balancer {
                 be.state = LinkState::Ready {
                     heartbeat_sent: None,
                 };
+                if be.probing {
+                    // Alive after all: restart the unanswered clock.
+                    be.probing = false;
+                    be.unanswered_since = (self.inflight.count_for(id) > 0).then_some(now);
+                }
                 trace!(self.backend_log(id), "received heartbeat reply";
                     "rtt_us" => now.saturating_duration_since(sent).as_micros() as u64);
                 self.timeouts.clear(TimerKey::HeartbeatTimeout(id));
@@ -573,23 +850,8 @@ impl Balancer {
                 port,
                 payload,
             } => {
-                be.stats.udp_replies += 1;
-                let dest = SocketAddr::from((addr, port));
-                let sent = self.udp.send_reply(payload, dest);
-                if sent.is_ok() {
-                    self.udp_counters.replies += 1;
-                } else {
-                    self.udp_counters.replies_failed += 1;
-                }
-                if let Err(e) = sent
-                    && e.kind() != io::ErrorKind::WouldBlock
-                {
-                    error!(self.backend_log(id), "outbound UDP packet error";
-                        "dest_ip" => addr.to_string(), "dest_port" => port,
-                        "data_len" => payload.len(),
-                        "errno" => e.raw_os_error().unwrap_or(0),
-                        "strerror" => e.to_string());
-                }
+                let dest = SocketAddr::new(addr, port);
+                self.on_answer(id, dest, payload, now);
             }
             other => {
                 error!(self.backend_log(id), "invalid frame type";
@@ -598,6 +860,60 @@ impl Balancer {
             }
         }
         true
+    }
+
+    /// An OUTBOUND_UDP from backend `id`: send it only if it answers a query
+    /// in flight to that backend.
+    fn on_answer(&mut self, id: BackendId, dest: SocketAddr, payload: &[u8], now: Instant) {
+        let matched = match intake::dns_id(payload) {
+            Some(dns_id) => self.inflight.answer(
+                QueryKey {
+                    client: dest,
+                    id: dns_id,
+                },
+                id,
+            ),
+            None => Err(Unmatched::Unsolicited),
+        };
+        let answered = match matched {
+            Ok(a) => a,
+            Err(Unmatched::Late) => {
+                self.udp_counters.late_answers += 1;
+                debug!(self.backend_log(id), "dropping late answer";
+                    "dest_ip" => %dest.ip(), "dest_port" => dest.port());
+                return;
+            }
+            Err(Unmatched::Unsolicited) => {
+                self.udp_counters.unsolicited_answers += 1;
+                if self.unsolicited_log.allow(now, REPEAT_LOG_INTERVAL) {
+                    warn!(self.backend_log(id), "dropping answer to a query never asked";
+                        "dest_ip" => %dest.ip(), "dest_port" => dest.port(),
+                        "dropped" => self.udp_counters.unsolicited_answers);
+                }
+                return;
+            }
+        };
+        let owed = self.inflight.count_for(id) > 0;
+        if let Some(be) = self.backends.get_mut(id) {
+            be.stats.udp_replies += 1;
+            be.stats
+                .latency
+                .record(now.saturating_duration_since(answered.sent_at));
+            be.unanswered_since = owed.then_some(now);
+        }
+        match self.udp.send_to(answered.listener, payload, dest) {
+            Ok(()) => self.udp_counters.replies += 1,
+            Err(e) => {
+                self.udp_counters.replies_failed += 1;
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    error!(self.backend_log(id), "outbound UDP packet error";
+                        "dest_ip" => %dest.ip(), "dest_port" => dest.port(),
+                        "data_len" => payload.len(),
+                        "errno" => e.raw_os_error().unwrap_or(0),
+                        "strerror" => e.to_string());
+                }
+            }
+        }
     }
 
     // ---- timers ------------------------------------------------------------
@@ -630,6 +946,8 @@ impl Balancer {
                         .set(TimerKey::ExpirySweep, now + self.cfg.timers.expiry_sweep);
                 }
                 TimerKey::AcceptResume => self.accepting = true,
+                TimerKey::QueryDeadline => self.expire_queries(now),
+                TimerKey::PassiveCheck => self.passive_check(now),
                 TimerKey::Reconnect(id) => self.connect(id, now),
                 TimerKey::Hello(id) => {
                     warn!(self.backend_log(id), "timed out connecting to backend");
@@ -637,13 +955,109 @@ impl Balancer {
                 }
                 TimerKey::HeartbeatSend(id) => self.send_heartbeat(id, now),
                 TimerKey::HeartbeatTimeout(id) => {
-                    if self.backends.is_ok(id) {
-                        error!(self.backend_log(id), "no heartbeat from backend");
+                    let Some(be) = self.backends.get_mut(id) else {
+                        continue;
+                    };
+                    if be.is_ok() {
+                        let passive = be.probing;
+                        if passive {
+                            be.stats.passive_faults += 1;
+                        }
+                        error!(self.backend_log(id), "no heartbeat from backend";
+                            "passive_check" => passive);
                         self.fault(id, now);
                     }
                 }
             }
         }
+    }
+
+    /// Answer (or drop, by policy) every query whose deadline has passed.
+    fn expire_queries(&mut self, now: Instant) {
+        while let Some(e) = self.inflight.pop_expired(now) {
+            self.udp_counters.timeouts += 1;
+            if let Some(be) = self.backends.get_mut(e.backend) {
+                be.stats.timeouts += 1;
+            }
+            if self.cfg.on_timeout == OnTimeout::ServFail
+                && let Some(answer) = synth::error_answer(e.message(), ResponseCode::ServFail)
+                && self.udp.send_to(e.listener, &answer, e.key.client).is_ok()
+            {
+                self.udp_counters.timeout_answers += 1;
+            }
+            self.inflight.recycle(e);
+        }
+        self.arm_query_timers(now);
+    }
+
+    /// Keep the query deadline and the passive check armed while queries
+    /// are in flight.
+    fn arm_query_timers(&mut self, now: Instant) {
+        if let Some(at) = self.inflight.next_deadline() {
+            self.timeouts.set(TimerKey::QueryDeadline, at);
+            if !self.timeouts.is_set(TimerKey::PassiveCheck) {
+                self.timeouts.set(
+                    TimerKey::PassiveCheck,
+                    now + self.cfg.timers.unanswered_threshold / 2,
+                );
+            }
+        }
+    }
+
+    /// Probe every backend that has left queries unanswered for longer than
+    /// the threshold while answering none: hung, not dead (its socket is
+    /// open).  It must answer a heartbeat within the probe timeout or be
+    /// faulted, so its queries are replayed long before the heartbeat
+    /// timeout would have noticed.
+    fn passive_check(&mut self, now: Instant) {
+        let threshold = self.cfg.timers.unanswered_threshold;
+        let suspects: Vec<BackendId> = self
+            .backends
+            .iter()
+            .filter(|be| be.is_ok() && !be.probing)
+            .filter(|be| {
+                be.unanswered_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= threshold)
+            })
+            .map(|be| be.id)
+            .collect();
+        for id in suspects {
+            self.probe(id, now);
+        }
+        if !self.inflight.is_empty() {
+            self.timeouts
+                .set(TimerKey::PassiveCheck, now + threshold / 2);
+        }
+    }
+
+    fn probe(&mut self, id: BackendId, now: Instant) {
+        let owed = self.inflight.count_for(id);
+        let log = self.backend_log(id);
+        let probe_timeout = self.cfg.timers.probe_timeout;
+        let (Some(be), Some(link)) = (self.backends.get_mut(id), self.links.get(&id)) else {
+            return;
+        };
+        be.probing = true;
+        warn!(log, "backend answers no queries (probing)"; "inflight" => owed,
+            "unanswered_ms" => be.unanswered_since
+                .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64));
+        let deadline = match be.state {
+            // A heartbeat is already out: it now has only the probe timeout.
+            LinkState::Ready {
+                heartbeat_sent: Some(sent),
+            } => sent + probe_timeout,
+            _ => {
+                link.queue
+                    .push_control(&frame_type::CLIENT_HEARTBEAT.to_le_bytes());
+                be.state = LinkState::Ready {
+                    heartbeat_sent: Some(now),
+                };
+                self.timeouts.clear(TimerKey::HeartbeatSend(id));
+                now + probe_timeout
+            }
+        };
+        self.timeouts
+            .set(TimerKey::HeartbeatTimeout(id), deadline.max(now));
     }
 
     fn send_heartbeat(&mut self, id: BackendId, now: Instant) {
@@ -685,80 +1099,43 @@ impl Balancer {
 
     fn udp_intake(&mut self) {
         let now = Instant::now();
-        for _ in 0..RECV_BATCH {
-            let mut dgram = match self.udp.try_recv() {
-                Ok(Some(d)) => d,
-                Ok(None) => return,
-                Err(e) => {
-                    debug!(self.log, "UDP receive error"; "strerror" => e.to_string());
-                    return;
-                }
-            };
-            self.udp_counters.received += 1;
-            let ip = dgram.ip;
-            if ip.is_ipv6() {
-                self.udp_counters.dropped_ipv6_unsupported += 1;
-                if self.ipv6_udp_log.allow(now, REPEAT_LOG_INTERVAL) {
-                    warn!(self.log, "dropping UDP packet from IPv6 remote (unsupported)";
-                        "remote_ip" => ip.to_string(),
-                        "dropped" => self.udp_counters.dropped_ipv6_unsupported);
-                }
-                continue;
-            }
-            let (rem, created) = self.remotes.touch(ip, now);
-            if created {
-                info!(self.log, "new remote peer"; "remote_ip" => ip.to_string());
-            }
-            if dgram.is_oversized() {
-                rem.stats.udp_drop += 1;
-                self.udp_counters.dropped_oversized += 1;
-                if self.oversized_log.allow(now, Duration::from_secs(1)) {
-                    warn!(self.log, "dropping oversized UDP packet";
-                        "remote_ip" => ip.to_string(), "len" => dgram.len,
-                        "dropped" => self.udp_counters.dropped_oversized);
-                }
-                continue;
-            }
-            let choice = rem.choose_backend(&mut self.backends);
-            if let Some(change) = choice.change {
-                info!(self.log, "{}", change.message();
-                    "remote_ip" => ip.to_string(), "be_id" => change.backend());
-            }
-            let (Some(be_id), Some(frame)) = (choice.backend, dgram.inbound_frame()) else {
-                rem.stats.udp_drop += 1;
-                self.udp_counters.dropped_no_backend += 1;
-                if self
-                    .no_backend_log
-                    .allow(now, self.cfg.timers.no_backend_log_interval)
+        for listener in 0..self.udp.len() {
+            for _ in 0..RECV_BATCH {
+                let (outcome, src) = match self.udp.try_recv(listener) {
+                    Ok(Some(mut dgram)) => {
+                        let src = SocketAddr::new(dgram.ip, dgram.src.port());
+                        let mut parts = Forwarding {
+                            cfg: &self.cfg,
+                            log: &self.log,
+                            backends: &mut self.backends,
+                            remotes: &mut self.remotes,
+                            links: &mut self.links,
+                            inflight: &mut self.inflight,
+                            counters: &mut self.udp_counters,
+                            second: now.saturating_duration_since(self.started).as_secs() as u32,
+                            no_backend_log: &mut self.no_backend_log,
+                            oversized_log: &mut self.oversized_log,
+                            inflight_full_log: &mut self.inflight_full_log,
+                        };
+                        (parts.forward(&mut dgram, now), src)
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        debug!(self.log, "UDP receive error"; "strerror" => %e);
+                        break;
+                    }
+                };
+                if let Outcome::Answer(answer) = outcome
+                    && self.udp.send_to(listener, &answer, src).is_ok()
                 {
-                    error!(self.log, "no backends available");
-                }
-                continue;
-            };
-            let (Some(link), Some(be)) = (self.links.get_mut(&be_id), self.backends.get_mut(be_id))
-            else {
-                continue;
-            };
-            if link.queue.push(&[frame]).is_ok() {
-                rem.stats.udp += 1;
-                be.stats.udp += 1;
-                self.udp_counters.forwarded += 1;
-            } else {
-                rem.stats.udp_drop += 1;
-                be.stats.stuck += 1;
-                self.udp_counters.dropped_stuck += 1;
-                let logged = link.stuck_logged;
-                if logged.is_none_or(|t| now.saturating_duration_since(t) >= REPEAT_LOG_INTERVAL) {
-                    link.stuck_logged = Some(now);
-                    let stuck = be.stats.stuck;
-                    warn!(self.backend_log(be_id), "stuck backend write queue (dropping)";
-                        "stuck" => stuck, "queued_bytes" => self.cfg.backend_queue_bytes);
+                    self.udp_counters.no_backend_answers += 1;
                 }
             }
         }
+        self.arm_query_timers(now);
     }
 
-    // ---- TCP ---------------------------------------------------------------
+    // ---- TCP ---    // ---- TCP ---------------------------------------------------------------
 
     fn on_accept(&mut self, r: io::Result<(TcpStream, SocketAddr)>) {
         let now = Instant::now();
@@ -777,25 +1154,14 @@ impl Balancer {
         self.next_conn_id += 1;
         let conn_id = self.next_conn_id;
         let ip = peer.ip().to_canonical();
-        let IpAddr::V4(v4) = ip else {
-            self.tcp_counters.dropped_ipv6_unsupported += 1;
-            if self.ipv6_tcp_log.allow(now, REPEAT_LOG_INTERVAL) {
-                warn!(self.log, "dropping TCP connection from IPv6 remote (unsupported)";
-                    "remote_ip" => ip.to_string());
-            }
-            return;
-        };
         debug!(self.log, "inbound TCP connection";
             "conn_id" => conn_id, "remote_ip" => ip.to_string(), "remote_port" => peer.port());
         let (rem, created) = self.remotes.touch(ip, now);
         if created {
             info!(self.log, "new remote peer"; "remote_ip" => ip.to_string());
         }
-        let choice = rem.choose_backend(&mut self.backends);
-        if let Some(change) = choice.change {
-            info!(self.log, "{}", change.message();
-                "remote_ip" => ip.to_string(), "be_id" => change.backend());
-        }
+        let choice = rem.choose_backend_for(&mut self.backends, Need::of(&ip));
+        log_reassignment(&self.log, &ip, &choice);
         let Some(be_id) = choice.backend else {
             rem.stats.tcp_drop += 1;
             self.tcp_counters.dropped_no_backend += 1;
@@ -827,7 +1193,7 @@ impl Balancer {
         tokio::spawn(tcp_relay::run_session(Session {
             conn_id,
             client: stream,
-            client_addr: v4,
+            client_addr: ip,
             client_port: peer.port(),
             backend: be_id,
             backend_path: be.path.clone(),

@@ -17,7 +17,8 @@ use crate::timeouts::Timers;
 /// Everything the balancer needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen_addr: IpAddr,
+    /// Addresses to listen on (`-b`, repeatable), UDP and TCP on each.
+    pub listen_addrs: Vec<IpAddr>,
     /// 0 picks a free port (UDP first; TCP then binds the same number).
     pub port: u16,
     pub socket_dir: PathBuf,
@@ -28,12 +29,47 @@ pub struct Config {
     pub backend_queue_bytes: usize,
     /// TCP sessions open at once; more are refused and counted.
     pub max_tcp_sessions: usize,
+    /// What a client gets when its query times out.
+    pub on_timeout: OnTimeout,
+    /// What a client gets when no backend can take its query.
+    pub no_backend: NoBackend,
+    /// Synthesized answers per remote per second, at most.
+    pub synth_rate: u32,
+    /// Bounds of the in-flight table.
+    pub max_inflight: usize,
+    pub max_inflight_per_backend: u32,
+}
+
+/// `--on-timeout`: what a client gets when its query times out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    ServFail,
+    Drop,
+}
+
+/// `--no-backend`: what a client gets when no backend can take its query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoBackend {
+    ServFail,
+    Refused,
+    /// Silence, as the original.
+    Drop,
 }
 
 /// The default bound on one backend's write queue: room for a few hundred
 /// full-size datagrams beyond what the socket buffer holds, so a burst is
 /// absorbed but a wedged backend costs little memory.
 pub const DEFAULT_BACKEND_QUEUE_BYTES: usize = 256 * 1024;
+
+/// The default bound on queries in flight: at 2 s per query, room for
+/// 30k queries/s of backends that answer nothing, before new ones drop.
+pub const DEFAULT_MAX_INFLIGHT: usize = 65536;
+
+/// The default bound on queries in flight to one backend.
+pub const DEFAULT_MAX_INFLIGHT_PER_BACKEND: u32 = 16384;
+
+/// The default number of synthesized answers per remote per second.
+pub const DEFAULT_SYNTH_RATE: u32 = 10;
 
 /// The default bound on concurrent TCP sessions.  Each costs two file
 /// descriptors; this keeps well inside a default limit of 4096.
@@ -43,13 +79,18 @@ impl Config {
     /// A configuration with the original's defaults for `socket_dir`.
     pub fn new(socket_dir: PathBuf) -> Self {
         Config {
-            listen_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            listen_addrs: vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
             port: 53,
             socket_dir,
             log_level: slog::Level::Info,
             timers: Timers::default(),
             backend_queue_bytes: DEFAULT_BACKEND_QUEUE_BYTES,
             max_tcp_sessions: DEFAULT_MAX_TCP_SESSIONS,
+            on_timeout: OnTimeout::ServFail,
+            no_backend: NoBackend::ServFail,
+            synth_rate: DEFAULT_SYNTH_RATE,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
+            max_inflight_per_backend: DEFAULT_MAX_INFLIGHT_PER_BACKEND,
         }
     }
 }
@@ -129,11 +170,31 @@ const TIMER_FLAGS: &[(&str, &str, TimerField)] = &[
         "INBOUND_TCP_OK deadline for a TCP session (default 10s)",
         |t| &mut t.tcp_connect_timeout,
     ),
+    (
+        "query-timeout",
+        "UDP answer deadline, then --on-timeout applies (default 2s)",
+        |t| &mut t.query_timeout,
+    ),
+    (
+        "unanswered-threshold",
+        "a backend answering nothing this long is probed (default 500ms)",
+        |t| &mut t.unanswered_threshold,
+    ),
+    (
+        "probe-timeout",
+        "a probed backend must answer a heartbeat this fast (default 500ms)",
+        |t| &mut t.probe_timeout,
+    ),
 ];
 
 fn options() -> Options {
     let mut o = Options::new();
-    o.optopt("b", "", "listen address (default 0.0.0.0)", "ADDR");
+    o.optmulti(
+        "b",
+        "",
+        "listen address, IPv4 or IPv6; repeatable (default 0.0.0.0)",
+        "ADDR",
+    );
     o.optopt("p", "", "listen port, UDP and TCP (default 53)", "PORT");
     o.optopt("s", "", "backend socket directory (required)", "DIR");
     o.optopt(
@@ -156,6 +217,36 @@ fn options() -> Options {
         "",
         "max-tcp-sessions",
         "TCP sessions open at once (default 1000)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "on-timeout",
+        "servfail or drop: answer to a query that timed out (default servfail)",
+        "POLICY",
+    );
+    o.optopt(
+        "",
+        "no-backend",
+        "servfail, refused or drop: answer when no backend is up (default servfail)",
+        "POLICY",
+    );
+    o.optopt(
+        "",
+        "synth-rate",
+        "synthesized answers per client IP per second (default 10)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-inflight",
+        "UDP queries awaiting answers, in total (default 65536)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-inflight-per-backend",
+        "UDP queries awaiting answers from one backend (default 16384)",
         "N",
     );
     o
@@ -218,10 +309,15 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
         return Err(CliError("must specify socket directory (-s)".into()));
     };
     let mut c = Config::new(PathBuf::from(dir));
-    if let Some(b) = m.opt_str("b") {
-        c.listen_addr = b
-            .parse()
-            .map_err(|_| CliError(format!("invalid listen address for -b: \"{b}\"")))?;
+    let binds = m.opt_strs("b");
+    if !binds.is_empty() {
+        c.listen_addrs = binds
+            .iter()
+            .map(|b| {
+                b.parse()
+                    .map_err(|_| CliError(format!("invalid listen address for -b: \"{b}\"")))
+            })
+            .collect::<Result<_, _>>()?;
     }
     if let Some(p) = m.opt_str("p") {
         c.port = p
@@ -243,9 +339,37 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
             *field(&mut c.timers) = d;
         }
     }
+    if let Some(v) = m.opt_str("on-timeout") {
+        c.on_timeout = match v.as_str() {
+            "servfail" => OnTimeout::ServFail,
+            "drop" => OnTimeout::Drop,
+            _ => {
+                return Err(CliError(format!(
+                    "invalid --on-timeout \"{v}\" (servfail, drop)"
+                )));
+            }
+        };
+    }
+    if let Some(v) = m.opt_str("no-backend") {
+        c.no_backend = match v.as_str() {
+            "servfail" => NoBackend::ServFail,
+            "refused" => NoBackend::Refused,
+            "drop" => NoBackend::Drop,
+            _ => {
+                return Err(CliError(format!(
+                    "invalid --no-backend \"{v}\" (servfail, refused, drop)"
+                )));
+            }
+        };
+    }
+    let mut per_backend = c.max_inflight_per_backend as usize;
+    let mut synth_rate = c.synth_rate as usize;
     for (name, field) in [
         ("backend-queue-bytes", &mut c.backend_queue_bytes),
         ("max-tcp-sessions", &mut c.max_tcp_sessions),
+        ("max-inflight", &mut c.max_inflight),
+        ("max-inflight-per-backend", &mut per_backend),
+        ("synth-rate", &mut synth_rate),
     ] {
         if let Some(v) = m.opt_str(name) {
             *field = v
@@ -255,6 +379,10 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
                 .ok_or_else(|| CliError(format!("invalid count for --{name}: \"{v}\"")))?;
         }
     }
+    c.max_inflight_per_backend = u32::try_from(per_backend)
+        .map_err(|_| CliError("invalid count for --max-inflight-per-backend".into()))?;
+    c.synth_rate =
+        u32::try_from(synth_rate).map_err(|_| CliError("invalid count for --synth-rate".into()))?;
     Ok(Command::Run(Box::new(c)))
 }
 
@@ -276,7 +404,9 @@ mod tests {
     #[test]
     fn defaults_are_the_originals() {
         let c = run("-s /d", None).unwrap();
-        assert_eq!(c.listen_addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(c.listen_addrs, [IpAddr::V4(Ipv4Addr::UNSPECIFIED)]);
+        assert_eq!(c.on_timeout, OnTimeout::ServFail);
+        assert_eq!(c.no_backend, NoBackend::ServFail);
         assert_eq!(c.port, 53);
         assert_eq!(c.log_level, slog::Level::Info);
         assert_eq!(c.timers, Timers::default());
@@ -289,12 +419,28 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(c.listen_addr, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(c.listen_addrs, [IpAddr::from([127, 0, 0, 1])]);
         assert_eq!(c.port, 5353);
         assert_eq!(c.log_level, slog::Level::Debug);
         assert_eq!(c.timers.heartbeat_interval, Duration::from_millis(250));
         assert_eq!(c.timers.remote_expiry, Duration::from_secs(2));
         assert_eq!(c.max_tcp_sessions, 7);
+    }
+
+    #[test]
+    fn several_listen_addresses_and_policies() {
+        let c = run(
+            "-s /d -b 127.0.0.1 -b ::1 --on-timeout drop --no-backend refused --synth-rate 3",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.listen_addrs.len(), 2);
+        assert!(c.listen_addrs[1].is_ipv6());
+        assert_eq!(c.on_timeout, OnTimeout::Drop);
+        assert_eq!(c.no_backend, NoBackend::Refused);
+        assert_eq!(c.synth_rate, 3);
+        let e = run("-s /d --no-backend shrug", None).unwrap_err().0;
+        assert!(e.contains("--no-backend"), "{e}");
     }
 
     #[test]

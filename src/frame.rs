@@ -16,8 +16,16 @@
 //! Addresses are IPv4 only in the original protocol.  The address a.b.c.d
 //! travels as the integer `a<<24 | b<<16 | c<<8 | d`, written little-endian,
 //! so the bytes on the wire are `d c b a`: node-mname reads them that way.
+//!
+//! Our extension adds IPv6 twins of the three address-carrying frames
+//! (INBOUND_UDP6, INBOUND_TCP6, OUTBOUND_UDP6: the 16 address bytes in
+//! network order) and SERVER_CAPABILITIES, with which a backend says it
+//! understands them.  A backend is asked by a second CLIENT_HELLO; one that
+//! knows only the original protocol answers it with a plain SERVER_HELLO, as
+//! node-mname does, and is never sent the new frames.  In [`Frame`] an
+//! address is an [`IpAddr`]; its family picks the frame type.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Frame type numbers, named once.  Types below 1000 travel from the
 /// balancer to a backend; types from 1001 travel from a backend to the
@@ -27,10 +35,24 @@ pub mod frame_type {
     pub const INBOUND_UDP: u32 = 2;
     pub const INBOUND_TCP: u32 = 3;
     pub const CLIENT_HEARTBEAT: u32 = 4;
+    /// Extension: INBOUND_UDP from an IPv6 client.
+    pub const INBOUND_UDP6: u32 = 5;
+    /// Extension: INBOUND_TCP from an IPv6 client.
+    pub const INBOUND_TCP6: u32 = 6;
     pub const SERVER_HELLO: u32 = 1001;
     pub const OUTBOUND_UDP: u32 = 1002;
     pub const INBOUND_TCP_OK: u32 = 1003;
     pub const SERVER_HEARTBEAT: u32 = 1004;
+    /// Extension: the backend's answer to a second CLIENT_HELLO.
+    pub const SERVER_CAPABILITIES: u32 = 1005;
+    /// Extension: OUTBOUND_UDP to an IPv6 client.
+    pub const OUTBOUND_UDP6: u32 = 1006;
+}
+
+/// Capability bits carried by SERVER_CAPABILITIES.
+pub mod capability {
+    /// The backend understands INBOUND_UDP6, INBOUND_TCP6 and OUTBOUND_UDP6.
+    pub const IPV6: u32 = 1;
 }
 
 /// The largest DNS message either side may carry in a UDP frame.  Clients
@@ -42,8 +64,18 @@ pub const MAX_PAYLOAD: usize = 1500;
 /// length.
 pub const UDP_HEADER_LEN: usize = 16;
 
+/// Size of the header of INBOUND_UDP6 and OUTBOUND_UDP6: type, 16-byte
+/// address, port, length.  The largest UDP header.
+pub const UDP6_HEADER_LEN: usize = 28;
+
 /// Size of an INBOUND_TCP frame: type, address, port.
 pub const INBOUND_TCP_LEN: usize = 12;
+
+/// Size of an INBOUND_TCP6 frame: type, 16-byte address, port.
+pub const INBOUND_TCP6_LEN: usize = 24;
+
+/// Size of a SERVER_CAPABILITIES frame: type, capability bits.
+pub const CAPABILITIES_LEN: usize = 8;
 
 /// Size of every frame that is only a type.
 pub const BARE_LEN: usize = 4;
@@ -54,23 +86,26 @@ pub const BARE_LEN: usize = 4;
 pub enum Frame<'a> {
     ClientHello,
     InboundUdp {
-        addr: Ipv4Addr,
+        addr: IpAddr,
         port: u16,
         payload: &'a [u8],
     },
     InboundTcp {
-        addr: Ipv4Addr,
+        addr: IpAddr,
         port: u16,
     },
     ClientHeartbeat,
     ServerHello,
     OutboundUdp {
-        addr: Ipv4Addr,
+        addr: IpAddr,
         port: u16,
         payload: &'a [u8],
     },
     InboundTcpOk,
     ServerHeartbeat,
+    ServerCapabilities {
+        flags: u32,
+    },
 }
 
 /// Why a byte stream is not a valid frame stream.  Each is fatal to the
@@ -113,13 +148,17 @@ impl Frame<'_> {
         use frame_type::*;
         match self {
             Frame::ClientHello => CLIENT_HELLO,
+            Frame::InboundUdp { addr, .. } if addr.is_ipv6() => INBOUND_UDP6,
             Frame::InboundUdp { .. } => INBOUND_UDP,
+            Frame::InboundTcp { addr, .. } if addr.is_ipv6() => INBOUND_TCP6,
             Frame::InboundTcp { .. } => INBOUND_TCP,
             Frame::ClientHeartbeat => CLIENT_HEARTBEAT,
             Frame::ServerHello => SERVER_HELLO,
+            Frame::OutboundUdp { addr, .. } if addr.is_ipv6() => OUTBOUND_UDP6,
             Frame::OutboundUdp { .. } => OUTBOUND_UDP,
             Frame::InboundTcpOk => INBOUND_TCP_OK,
             Frame::ServerHeartbeat => SERVER_HEARTBEAT,
+            Frame::ServerCapabilities { .. } => SERVER_CAPABILITIES,
         }
     }
 
@@ -136,11 +175,18 @@ impl Frame<'_> {
                 port,
                 payload,
             } => {
-                out.extend_from_slice(&udp_header(self.frame_type(), addr, port, payload.len()));
+                let inbound = matches!(self, Frame::InboundUdp { .. });
+                let (h, n) = udp_header(inbound, addr, port, payload.len());
+                out.extend_from_slice(&h[..n]);
                 out.extend_from_slice(payload);
             }
             Frame::InboundTcp { addr, port } => {
-                out.extend_from_slice(&inbound_tcp(addr, port));
+                let (h, n) = inbound_tcp(addr, port);
+                out.extend_from_slice(&h[..n]);
+            }
+            Frame::ServerCapabilities { flags } => {
+                out.extend_from_slice(&self.frame_type().to_le_bytes());
+                out.extend_from_slice(&flags.to_le_bytes());
             }
             _ => out.extend_from_slice(&self.frame_type().to_le_bytes()),
         }
@@ -157,26 +203,51 @@ pub fn decode_addr(bytes: [u8; 4]) -> Ipv4Addr {
     Ipv4Addr::from(u32::from_le_bytes(bytes))
 }
 
-/// The 16-byte header of a UDP-carrying frame.  The relay writes this in
-/// front of a datagram it has already received in place, so that forwarding
-/// costs one copy.
-pub fn udp_header(frame_type: u32, addr: Ipv4Addr, port: u16, len: usize) -> [u8; UDP_HEADER_LEN] {
-    let mut h = [0u8; UDP_HEADER_LEN];
-    h[0..4].copy_from_slice(&frame_type.to_le_bytes());
-    h[4..8].copy_from_slice(&encode_addr(addr));
-    h[8..12].copy_from_slice(&u32::from(port).to_le_bytes());
+/// The header of a UDP-carrying frame (INBOUND_UDP when `inbound`, else
+/// OUTBOUND_UDP; their IPv6 twins for an IPv6 address), and its length.
+/// The relay writes this in front of a datagram it has already received in
+/// place, so that forwarding costs one copy.
+pub fn udp_header(
+    inbound: bool,
+    addr: IpAddr,
+    port: u16,
+    len: usize,
+) -> ([u8; UDP6_HEADER_LEN], usize) {
+    use frame_type::*;
+    let mut h = [0u8; UDP6_HEADER_LEN];
+    let (t, at) = match addr {
+        IpAddr::V4(v4) => {
+            h[4..8].copy_from_slice(&encode_addr(v4));
+            (if inbound { INBOUND_UDP } else { OUTBOUND_UDP }, 8)
+        }
+        IpAddr::V6(v6) => {
+            h[4..20].copy_from_slice(&v6.octets());
+            (if inbound { INBOUND_UDP6 } else { OUTBOUND_UDP6 }, 20)
+        }
+    };
+    h[0..4].copy_from_slice(&t.to_le_bytes());
+    h[at..at + 4].copy_from_slice(&u32::from(port).to_le_bytes());
     // The payload is at most MAX_PAYLOAD; callers check before framing.
-    h[12..16].copy_from_slice(&(len as u32).to_le_bytes());
-    h
+    h[at + 4..at + 8].copy_from_slice(&(len as u32).to_le_bytes());
+    (h, at + 8)
 }
 
-/// The whole INBOUND_TCP frame.
-pub fn inbound_tcp(addr: Ipv4Addr, port: u16) -> [u8; INBOUND_TCP_LEN] {
-    let mut h = [0u8; INBOUND_TCP_LEN];
-    h[0..4].copy_from_slice(&frame_type::INBOUND_TCP.to_le_bytes());
-    h[4..8].copy_from_slice(&encode_addr(addr));
-    h[8..12].copy_from_slice(&u32::from(port).to_le_bytes());
-    h
+/// The whole INBOUND_TCP (or INBOUND_TCP6) frame, and its length.
+pub fn inbound_tcp(addr: IpAddr, port: u16) -> ([u8; INBOUND_TCP6_LEN], usize) {
+    let mut h = [0u8; INBOUND_TCP6_LEN];
+    let (t, at) = match addr {
+        IpAddr::V4(v4) => {
+            h[4..8].copy_from_slice(&encode_addr(v4));
+            (frame_type::INBOUND_TCP, 8)
+        }
+        IpAddr::V6(v6) => {
+            h[4..20].copy_from_slice(&v6.octets());
+            (frame_type::INBOUND_TCP6, 20)
+        }
+    };
+    h[0..4].copy_from_slice(&t.to_le_bytes());
+    h[at..at + 4].copy_from_slice(&u32::from(port).to_le_bytes());
+    (h, at + 4)
 }
 
 fn u32_at(buf: &[u8], offset: usize) -> u32 {
@@ -207,30 +278,46 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
         SERVER_HELLO => bare(Frame::ServerHello),
         INBOUND_TCP_OK => bare(Frame::InboundTcpOk),
         SERVER_HEARTBEAT => bare(Frame::ServerHeartbeat),
-        INBOUND_TCP => {
-            if buf.len() < INBOUND_TCP_LEN {
+        SERVER_CAPABILITIES => {
+            if buf.len() < CAPABILITIES_LEN {
                 return Ok(None);
             }
-            let addr = decode_addr([buf[4], buf[5], buf[6], buf[7]]);
-            let port = port_at(buf, 8, t)?;
-            Ok(Some((Frame::InboundTcp { addr, port }, INBOUND_TCP_LEN)))
+            let flags = u32_at(buf, 4);
+            Ok(Some((
+                Frame::ServerCapabilities { flags },
+                CAPABILITIES_LEN,
+            )))
         }
-        INBOUND_UDP | OUTBOUND_UDP => {
-            if buf.len() < UDP_HEADER_LEN {
+        INBOUND_TCP | INBOUND_TCP6 => {
+            let Some((addr, at)) = addr_at(buf, t == INBOUND_TCP6) else {
+                return Ok(None);
+            };
+            if buf.len() < at + 4 {
                 return Ok(None);
             }
-            let len = u32_at(buf, 12);
+            let port = port_at(buf, at, t)?;
+            Ok(Some((Frame::InboundTcp { addr, port }, at + 4)))
+        }
+        INBOUND_UDP | OUTBOUND_UDP | INBOUND_UDP6 | OUTBOUND_UDP6 => {
+            let v6 = t == INBOUND_UDP6 || t == OUTBOUND_UDP6;
+            let Some((addr, at)) = addr_at(buf, v6) else {
+                return Ok(None);
+            };
+            let header_len = at + 8;
+            if buf.len() < header_len {
+                return Ok(None);
+            }
+            let len = u32_at(buf, at + 4);
             if len as usize > MAX_PAYLOAD {
                 return Err(FrameError::Oversized { frame_type: t, len });
             }
-            let addr = decode_addr([buf[4], buf[5], buf[6], buf[7]]);
-            let port = port_at(buf, 8, t)?;
-            let end = UDP_HEADER_LEN + len as usize;
+            let port = port_at(buf, at, t)?;
+            let end = header_len + len as usize;
             if buf.len() < end {
                 return Ok(None);
             }
-            let payload = &buf[UDP_HEADER_LEN..end];
-            let frame = if t == INBOUND_UDP {
+            let payload = &buf[header_len..end];
+            let frame = if t == INBOUND_UDP || t == INBOUND_UDP6 {
                 Frame::InboundUdp {
                     addr,
                     port,
@@ -246,6 +333,18 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
             Ok(Some((frame, end)))
         }
         other => Err(FrameError::UnknownType(other)),
+    }
+}
+
+/// The address after the type field, and the offset just past it; `None`
+/// if the buffer does not hold it yet.
+fn addr_at(buf: &[u8], v6: bool) -> Option<(IpAddr, usize)> {
+    if v6 {
+        let b: [u8; 16] = buf.get(4..20)?.try_into().ok()?;
+        Some((IpAddr::V6(Ipv6Addr::from(b)), 20))
+    } else {
+        let b: [u8; 4] = buf.get(4..8)?.try_into().ok()?;
+        Some((IpAddr::V4(decode_addr(b)), 8))
     }
 }
 
@@ -314,7 +413,8 @@ mod tests {
     use super::*;
 
     fn every_frame() -> Vec<Frame<'static>> {
-        let a = Ipv4Addr::new(192, 0, 2, 10);
+        let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+        let six: IpAddr = "2001:db8::53".parse().unwrap();
         vec![
             Frame::ClientHello,
             Frame::InboundUdp {
@@ -333,9 +433,26 @@ mod tests {
             Frame::InboundTcpOk,
             Frame::ServerHeartbeat,
             Frame::InboundUdp {
-                addr: Ipv4Addr::UNSPECIFIED,
+                addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 port: 0,
                 payload: b"",
+            },
+            Frame::InboundUdp {
+                addr: six,
+                port: 40000,
+                payload: b"\x00\x01six",
+            },
+            Frame::InboundTcp {
+                addr: six,
+                port: 53,
+            },
+            Frame::OutboundUdp {
+                addr: six,
+                port: 40000,
+                payload: b"answer",
+            },
+            Frame::ServerCapabilities {
+                flags: capability::IPV6,
             },
         ]
     }
@@ -355,7 +472,7 @@ mod tests {
     fn address_travels_as_d_c_b_a() {
         let mut wire = Vec::new();
         Frame::InboundTcp {
-            addr: Ipv4Addr::new(10, 1, 2, 3),
+            addr: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
             port: 5353,
         }
         .encode(&mut wire);
@@ -367,6 +484,23 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_address_travels_in_network_order() {
+        let mut wire = Vec::new();
+        Frame::InboundTcp {
+            addr: "2001:db8::1".parse().unwrap(),
+            port: 53,
+        }
+        .encode(&mut wire);
+        let mut want = vec![6, 0, 0, 0, 0x20, 0x01, 0x0d, 0xb8];
+        want.extend_from_slice(&[0; 11]);
+        want.extend_from_slice(&[1, 53, 0, 0, 0]);
+        assert_eq!(wire, want);
+        let mut caps = Vec::new();
+        Frame::ServerCapabilities { flags: 1 }.encode(&mut caps);
+        assert_eq!(caps, [0xed, 3, 0, 0, 1, 0, 0, 0], "type 1005, flags 1");
+    }
+
+    #[test]
     fn stream_cut_at_every_byte_boundary_decodes_the_same() {
         let frames = every_frame();
         let mut wire = Vec::new();
@@ -374,28 +508,26 @@ mod tests {
             f.encode(&mut wire);
         }
         for cut in 0..=wire.len() {
-            for (first, second) in [(&wire[..cut], &wire[cut..])] {
-                let mut fb = FrameBuffer::new();
-                let mut got = Vec::new();
-                for piece in [first, second] {
-                    fb.extend(piece);
-                    while let Some(f) = fb.next_frame().unwrap() {
-                        let mut re = Vec::new();
-                        f.encode(&mut re);
-                        got.push(re);
-                    }
+            let mut fb = FrameBuffer::new();
+            let mut got = Vec::new();
+            for piece in [&wire[..cut], &wire[cut..]] {
+                fb.extend(piece);
+                while let Some(f) = fb.next_frame().unwrap() {
+                    let mut re = Vec::new();
+                    f.encode(&mut re);
+                    got.push(re);
                 }
-                let want: Vec<Vec<u8>> = frames
-                    .iter()
-                    .map(|f| {
-                        let mut v = Vec::new();
-                        f.encode(&mut v);
-                        v
-                    })
-                    .collect();
-                assert_eq!(got, want, "cut at byte {cut}");
-                assert_eq!(fb.pending(), 0);
             }
+            let want: Vec<Vec<u8>> = frames
+                .iter()
+                .map(|f| {
+                    let mut v = Vec::new();
+                    f.encode(&mut v);
+                    v
+                })
+                .collect();
+            assert_eq!(got, want, "cut at byte {cut}");
+            assert_eq!(fb.pending(), 0);
         }
     }
 
@@ -421,15 +553,16 @@ mod tests {
         for len in 0..BARE_LEN {
             assert_eq!(decode(&[1, 0, 0, 0][..len]), Ok(None));
         }
-        let mut wire = Vec::new();
-        Frame::OutboundUdp {
-            addr: Ipv4Addr::LOCALHOST,
-            port: 53,
-            payload: b"abc",
-        }
-        .encode(&mut wire);
-        for len in 0..wire.len() {
-            assert_eq!(decode(&wire[..len]), Ok(None), "prefix of {len} bytes");
+        for f in every_frame() {
+            let mut wire = Vec::new();
+            f.encode(&mut wire);
+            for len in 0..wire.len() {
+                assert_eq!(
+                    decode(&wire[..len]),
+                    Ok(None),
+                    "{f:?}: prefix of {len} bytes"
+                );
+            }
         }
     }
 
@@ -437,36 +570,40 @@ mod tests {
     fn unknown_type_is_a_typed_error() {
         assert_eq!(decode(&[9, 0, 0, 0]), Err(FrameError::UnknownType(9)));
         assert_eq!(
-            decode(&1005u32.to_le_bytes()),
-            Err(FrameError::UnknownType(1005))
+            decode(&1007u32.to_le_bytes()),
+            Err(FrameError::UnknownType(1007))
         );
     }
 
     #[test]
     fn oversized_length_is_rejected_from_the_header_alone() {
-        let h = udp_header(frame_type::OUTBOUND_UDP, Ipv4Addr::LOCALHOST, 53, 1501);
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let (h, n) = udp_header(false, lo, 53, 1501);
         assert_eq!(
-            decode(&h),
+            decode(&h[..n]),
             Err(FrameError::Oversized {
                 frame_type: frame_type::OUTBOUND_UDP,
                 len: 1501
             })
         );
-        let h = udp_header(
-            frame_type::INBOUND_UDP,
-            Ipv4Addr::LOCALHOST,
-            53,
-            u32::MAX as usize,
-        );
-        assert!(matches!(decode(&h), Err(FrameError::Oversized { .. })));
+        let (h, n) = udp_header(true, lo, 53, u32::MAX as usize);
+        assert!(matches!(decode(&h[..n]), Err(FrameError::Oversized { .. })));
+        let (h, n) = udp_header(false, "::1".parse().unwrap(), 53, 1501);
+        assert!(matches!(
+            decode(&h[..n]),
+            Err(FrameError::Oversized {
+                frame_type: frame_type::OUTBOUND_UDP6,
+                len: 1501
+            })
+        ));
     }
 
     #[test]
     fn port_beyond_16_bits_is_a_typed_error() {
-        let mut h = udp_header(frame_type::OUTBOUND_UDP, Ipv4Addr::LOCALHOST, 0, 0);
+        let (mut h, n) = udp_header(false, IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0);
         h[8..12].copy_from_slice(&70000u32.to_le_bytes());
         assert_eq!(
-            decode(&h),
+            decode(&h[..n]),
             Err(FrameError::BadPort {
                 frame_type: frame_type::OUTBOUND_UDP,
                 port: 70000
@@ -477,7 +614,8 @@ mod tests {
     #[test]
     fn take_remaining_returns_bytes_after_the_last_frame() {
         let mut fb = FrameBuffer::new();
-        let mut wire = inbound_tcp(Ipv4Addr::LOCALHOST, 9).to_vec();
+        let (h, n) = inbound_tcp(IpAddr::V4(Ipv4Addr::LOCALHOST), 9);
+        let mut wire = h[..n].to_vec();
         wire.extend_from_slice(b"\x00\x1drest");
         fb.extend(&wire);
         assert!(matches!(

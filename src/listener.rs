@@ -8,14 +8,15 @@
 //! reply with), and turns a connection that opens with INBOUND_TCP into an
 //! [`Inbound::Tcp`] session: a DNS-over-TCP stream from the named client.
 //!
-//! Queries reach the application through a bounded channel: a backend that
-//! cannot keep up stops reading its socket, and the balancer, seeing the
-//! socket full, drops rather than queues.  Like node-mname it sends nothing
-//! the original balancer does not expect, so a backend built on this works
-//! behind the original C balancer too.
+//! Queries reach the application through a bounded channel; when the
+//! application falls behind, further UDP queries are dropped, as a datagram
+//! may be.  Like node-mname it sends nothing the original balancer does not
+//! expect, so a backend built on this works behind the original C balancer
+//! too; only when asked (a second CLIENT_HELLO) does it answer
+//! SERVER_CAPABILITIES, and then it accepts IPv6 clients' frames.
 
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use std::pin::Pin;
@@ -55,12 +56,6 @@ impl UdpQuery {
     /// control session has ended (the answer is then lost, as a UDP answer
     /// may be).
     pub async fn reply(&self, answer: &[u8]) -> io::Result<()> {
-        let SocketAddr::V4(v4) = self.client else {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "IPv6 client on the original protocol",
-            ));
-        };
         if answer.len() > frame::MAX_PAYLOAD {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -69,8 +64,8 @@ impl UdpQuery {
         }
         let mut out = Vec::with_capacity(frame::UDP_HEADER_LEN + answer.len());
         Frame::OutboundUdp {
-            addr: *v4.ip(),
-            port: v4.port(),
+            addr: self.client.ip(),
+            port: self.client.port(),
             payload: answer,
         }
         .encode(&mut out);
@@ -231,16 +226,23 @@ async fn serve_connection(mut stream: UnixStream, tx: mpsc::Sender<Inbound>) {
                         Err(_) => return,
                     };
                     match frame {
-                        Frame::ClientHello => {
+                        Frame::ClientHello if !hello => {
                             hello = true;
                             out.extend_from_slice(&frame_type::SERVER_HELLO.to_le_bytes());
                         }
+                        // A second hello asks which extensions we speak.
+                        // The original balancer never sends one, so it never
+                        // sees this frame.
+                        Frame::ClientHello => Frame::ServerCapabilities {
+                            flags: frame::capability::IPV6,
+                        }
+                        .encode(&mut out),
                         Frame::ClientHeartbeat if hello => {
                             out.extend_from_slice(&frame_type::SERVER_HEARTBEAT.to_le_bytes());
                         }
                         Frame::InboundUdp { addr, port, payload } if hello => {
                             let q = UdpQuery {
-                                client: SocketAddr::V4(SocketAddrV4::new(addr, port)),
+                                client: SocketAddr::new(addr, port),
                                 message: payload.to_vec(),
                                 replies: reply_tx.clone(),
                             };
@@ -249,7 +251,7 @@ async fn serve_connection(mut stream: UnixStream, tx: mpsc::Sender<Inbound>) {
                             let _ = tx.try_send(Inbound::Udp(q));
                         }
                         Frame::InboundTcp { addr, port } => {
-                            let client = SocketAddr::V4(SocketAddrV4::new(addr, port));
+                            let client = SocketAddr::new(addr, port);
                             let pending = frames.take_remaining();
                             out.extend_from_slice(&frame_type::INBOUND_TCP_OK.to_le_bytes());
                             if stream.write_all(&out).await.is_err() {
@@ -286,7 +288,7 @@ async fn serve_connection(mut stream: UnixStream, tx: mpsc::Sender<Inbound>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     async fn read_frame(s: &mut UnixStream, fb: &mut FrameBuffer) -> Vec<u8> {
         loop {
@@ -311,7 +313,7 @@ mod tests {
 
         // Hello, a heartbeat and a query in one write.
         let mut c = UnixStream::connect(&path).await.unwrap();
-        let client = Ipv4Addr::new(10, 1, 2, 3);
+        let client = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
         let mut w = Vec::new();
         Frame::ClientHello.encode(&mut w);
         Frame::ClientHeartbeat.encode(&mut w);
@@ -342,7 +344,8 @@ mod tests {
 
         // INBOUND_TCP with the first DNS bytes right behind it.
         let mut t = UnixStream::connect(&path).await.unwrap();
-        let mut w = frame::inbound_tcp(client, 4000).to_vec();
+        let (h, n) = frame::inbound_tcp(client, 4000);
+        let mut w = h[..n].to_vec();
         w.extend_from_slice(&[0, 3, b'a', b'b', b'c']);
         t.write_all(&w).await.unwrap();
         let Some(Inbound::Tcp(mut s)) = l.next().await else {
@@ -359,6 +362,44 @@ mod tests {
         assert_eq!(&back, &[0, 3, b'x', b'y', b'z']);
         t.shutdown().await.unwrap();
         assert_eq!(s.read_message().await.unwrap(), None, "clean EOF");
+    }
+
+    #[tokio::test]
+    async fn second_hello_announces_ipv6_and_ipv6_clients_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v6");
+        let mut l = BalancerListener::bind(&path).unwrap();
+        let mut c = UnixStream::connect(&path).await.unwrap();
+        let six: IpAddr = "2001:db8::7".parse().unwrap();
+        let mut w = Vec::new();
+        Frame::ClientHello.encode(&mut w);
+        Frame::ClientHello.encode(&mut w);
+        Frame::InboundUdp {
+            addr: six,
+            port: 853,
+            payload: b"q6",
+        }
+        .encode(&mut w);
+        c.write_all(&w).await.unwrap();
+        let mut fb = FrameBuffer::new();
+        assert_eq!(read_frame(&mut c, &mut fb).await, 1001u32.to_le_bytes());
+        assert_eq!(
+            read_frame(&mut c, &mut fb).await,
+            [0xed, 3, 0, 0, 1, 0, 0, 0]
+        );
+        let Some(Inbound::Udp(q)) = l.next().await else {
+            panic!("expected a UDP query")
+        };
+        assert_eq!(q.client, "[2001:db8::7]:853".parse().unwrap());
+        q.reply(b"a6").await.unwrap();
+        let mut want = Vec::new();
+        Frame::OutboundUdp {
+            addr: six,
+            port: 853,
+            payload: b"a6",
+        }
+        .encode(&mut want);
+        assert_eq!(read_frame(&mut c, &mut fb).await, want);
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backends::{BackendId, Backends, NO_BACKEND};
+use crate::backends::{BackendId, Backends, NO_BACKEND, Need};
 
 /// What happened to one remote, counted on the remote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,6 +43,10 @@ pub struct Remote {
     pub first_seen: Instant,
     pub last_seen: Instant,
     pub stats: RemoteStats,
+    /// The second (of the balancer's clock) in which answers were last
+    /// synthesized for this remote, and how many: a per-remote rate limit.
+    synth_second: u32,
+    synth_count: u32,
 }
 
 /// A change of assignment worth a log line, in the original's words.
@@ -86,7 +90,25 @@ impl Remote {
             first_seen: now,
             last_seen: now,
             stats: RemoteStats::default(),
+            synth_second: 0,
+            synth_count: 0,
         }
+    }
+
+    /// Whether one more synthesized answer may go to this remote in second
+    /// `second`, at most `per_second` a second.  Synthesized answers are no
+    /// bigger than the query, but are still limited so the balancer cannot
+    /// be used to aim traffic at a spoofed address.
+    pub fn allow_synthesized(&mut self, second: u32, per_second: u32) -> bool {
+        if self.synth_second != second {
+            self.synth_second = second;
+            self.synth_count = 0;
+        }
+        if self.synth_count >= per_second {
+            return false;
+        }
+        self.synth_count += 1;
+        true
     }
 
     fn clear_primary(&mut self, backends: &mut Backends) {
@@ -98,20 +120,26 @@ impl Remote {
 
     /// Which backend serves this remote now.  See the module comment.
     pub fn choose_backend(&mut self, backends: &mut Backends) -> Choice {
+        self.choose_backend_for(backends, Need::Any)
+    }
+
+    /// [`Remote::choose_backend`] for a remote needing `need` of its
+    /// backends (IPv6 remotes need the IPv6 extension).
+    pub fn choose_backend_for(&mut self, backends: &mut Backends, need: Need) -> Choice {
         let none = |change| Choice {
             backend: None,
             change,
         };
         let primary_usable = backends
             .get(self.primary)
-            .map(|be| (!be.removed, be.is_ok()));
+            .map(|be| (!be.removed, be.serves(need)));
         match primary_usable {
             // No primary, an unknown one, or one whose socket was removed:
             // choose a new primary.
             None | Some((false, _)) => {
                 self.clear_primary(backends);
                 self.backup = NO_BACKEND;
-                let Some(id) = backends.select() else {
+                let Some(id) = backends.select_for(need) else {
                     return none(None);
                 };
                 self.primary = id;
@@ -131,14 +159,14 @@ impl Remote {
                 }
             }
             Some((true, false)) => {
-                if backends.is_ok(self.backup) {
+                if backends.serves(self.backup, need) {
                     return Choice {
                         backend: Some(self.backup),
                         change: None,
                     };
                 }
                 self.backup = NO_BACKEND;
-                let Some(id) = backends.select() else {
+                let Some(id) = backends.select_for(need) else {
                     return none(None);
                 };
                 self.backup = id;
@@ -176,6 +204,10 @@ impl Remotes {
 
     pub fn get(&self, ip: &IpAddr) -> Option<&Remote> {
         self.map.get(ip)
+    }
+
+    pub fn get_mut(&mut self, ip: &IpAddr) -> Option<&mut Remote> {
+        self.map.get_mut(ip)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&IpAddr, &Remote)> {
@@ -301,6 +333,15 @@ mod tests {
         be.removed = false;
         be.state = ready();
         assert_eq!(rem.choose_backend(&mut b).backend, Some(5301));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn synthesized_answers_are_rate_limited_per_second() {
+        let mut r = Remotes::new();
+        let (rem, _) = r.touch(ip(1), Instant::now());
+        let allowed = (0..10).filter(|_| rem.allow_synthesized(7, 3)).count();
+        assert_eq!(allowed, 3);
+        assert!(rem.allow_synthesized(8, 3), "a new second, a new allowance");
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,7 +2,8 @@
 //!
 //! Each client TCP connection is relayed through its own new AF_UNIX
 //! connection to the client's backend.  That connection opens with
-//! INBOUND_TCP (the client's address and port; no CLIENT_HELLO), and once the
+//! INBOUND_TCP (the client's address and port; INBOUND_TCP6 for an IPv6
+//! client, sent only to backends that speak it; no CLIENT_HELLO), and once the
 //! backend answers INBOUND_TCP_OK it carries DNS-over-TCP bytes verbatim both
 //! ways.
 //!
@@ -16,7 +17,7 @@
 //! error on either side tears both down.  A backend that does not send the
 //! OK within the TCP connect timeout is reported to the loop, which faults it.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,7 +42,7 @@ pub enum SessionEvent {
 pub struct Session {
     pub conn_id: u64,
     pub client: TcpStream,
-    pub client_addr: Ipv4Addr,
+    pub client_addr: IpAddr,
     pub client_port: u16,
     pub backend: BackendId,
     pub backend_path: PathBuf,
@@ -63,9 +64,8 @@ async fn open_backend(s: &Session) -> Result<UnixStream, OpenError> {
     let mut back = UnixStream::connect(&s.backend_path)
         .await
         .map_err(OpenError::Connect)?;
-    back.write_all(&frame::inbound_tcp(s.client_addr, s.client_port))
-        .await
-        .map_err(OpenError::Io)?;
+    let (hello, len) = frame::inbound_tcp(s.client_addr, s.client_port);
+    back.write_all(&hello[..len]).await.map_err(OpenError::Io)?;
     // Read exactly the four bytes of the OK, so nothing of the DNS stream
     // behind it is consumed here.
     let mut ok = [0u8; 4];

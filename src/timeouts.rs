@@ -54,6 +54,18 @@ pub struct Timers {
     /// The "no backends available" error is logged at most this often, so a
     /// total outage cannot fill the disk.
     pub no_backend_log_interval: Duration,
+    /// How long a UDP query may wait for its backend's answer before the
+    /// balancer gives up on it (and answers SERVFAIL, by default).  Stub
+    /// resolvers commonly retry after 1 to 5 s; answering at 2 s lets a
+    /// client retry (or give up) before its own timeout.
+    pub query_timeout: Duration,
+    /// How long a backend may leave queries unanswered while answering none
+    /// before it is suspected of hanging and probed with a heartbeat.  A
+    /// healthy backend answers in milliseconds.
+    pub unanswered_threshold: Duration,
+    /// How long a suspected backend has to answer its probe heartbeat
+    /// before it is faulted and its queries replayed elsewhere.
+    pub probe_timeout: Duration,
 }
 
 impl Default for Timers {
@@ -71,6 +83,9 @@ impl Default for Timers {
             expiry_sweep: Duration::from_secs(30),
             tcp_connect_timeout: Duration::from_secs(10),
             no_backend_log_interval: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(2),
+            unanswered_threshold: Duration::from_millis(500),
+            probe_timeout: Duration::from_millis(500),
         }
     }
 }

@@ -202,29 +202,32 @@ async fn oversized_datagram_is_dropped_and_others_served() {
 }
 
 #[tokio::test]
-async fn ipv6_client_is_dropped_and_counted_not_crashed() {
+async fn ipv6_client_is_answered_over_udp_and_tcp_with_its_address() {
     let dir = sockdir();
     let _b = Backend::start(dir.path(), "5300");
-    let bal = Balancer::start_on("::", dir.path(), FAST_TIMERS);
+    let bal = Balancer::start_binds(&["::1", "127.0.0.1"], dir.path(), FAST_TIMERS);
     bal.wait_established(1);
+    bal.proc
+        .wait_for("backend capabilities", |r| r["caps"] == 1);
     let v6: SocketAddr = format!("[::1]:{}", bal.port).parse().unwrap();
     let sock = UdpSocket::bind("[::1]:0").await.unwrap();
-    for _ in 0..3 {
-        sock.send_to(&query("www.example.com.", RecordType::A, 1), v6)
-            .await
-            .unwrap();
-    }
-    bal.proc
-        .wait_for("dropping UDP packet from IPv6 remote (unsupported)", |_| {
-            true
-        });
-    let s = tokio::net::TcpStream::connect(v6).await.unwrap();
-    drop(s);
-    bal.proc.wait_for(
-        "dropping TCP connection from IPv6 remote (unsupported)",
-        |_| true,
-    );
-    // IPv4 clients on the dual-stack socket are still served.
+    let port = sock.local_addr().unwrap().port();
+    let m = udp_ask_on(&sock, v6, "client.example.com.", RecordType::TXT, TWO_S)
+        .await
+        .expect("UDP answer to an IPv6 client");
+    assert_eq!(txt(&m), format!("::1 {port}"));
+
+    let six: IpAddr = "::1".parse().unwrap();
+    let mut s = tcp_connect(six, v6).await;
+    let tcp_port = s.local_addr().unwrap().port();
+    tcp_send(&mut s, &query("client.example.com.", RecordType::TXT, 66)).await;
+    let m = tcp_recv(&mut s)
+        .await
+        .expect("TCP answer to an IPv6 client");
+    assert_eq!(m.metadata.id, 66);
+    assert_eq!(txt(&m), format!("::1 {tcp_port}"));
+
+    // IPv4 on its own listener, same port.
     let v4 = SocketAddr::new(lo(1), bal.port);
     assert_eq!(whoami(lo(62), v4).await.as_deref(), Some("5300"));
 }

@@ -193,8 +193,18 @@ impl Balancer {
     }
 
     pub fn start_on(bind: &str, sockdir: &Path, extra: &[&str]) -> Balancer {
+        Self::start_binds(&[bind], sockdir, extra)
+    }
+
+    /// Start listening on every address in `binds` (the first is the
+    /// address [`Balancer::target`] aims at).
+    pub fn start_binds(binds: &[&str], sockdir: &Path, extra: &[&str]) -> Balancer {
+        let bind = binds[0];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mname-balancer"));
-        cmd.args(["-b", bind, "-p", "0", "-l", "debug", "-s"])
+        for b in binds {
+            cmd.args(["-b", b]);
+        }
+        cmd.args(["-p", "0", "-l", "debug", "-s"])
             .arg(sockdir)
             .args(extra)
             .env_remove("LOG_LEVEL");
