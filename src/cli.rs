@@ -204,8 +204,10 @@ fn options() -> Options {
         "LEVEL",
     );
     o.optflag("h", "help", "print this help");
+    // Timers may be given more than once; the last wins, so a wrapper
+    // script's defaults can be overridden on its command line.
     for (name, help, _) in TIMER_FLAGS {
-        o.optopt("", name, help, "DURATION");
+        o.optmulti("", name, help, "DURATION");
     }
     o.optopt(
         "",
@@ -333,7 +335,7 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
             parse_level(l).ok_or_else(|| CliError(format!("invalid LOG_LEVEL \"{l}\"")))?;
     }
     for (name, _, field) in TIMER_FLAGS {
-        if let Some(v) = m.opt_str(name) {
+        if let Some(v) = m.opt_strs(name).pop() {
             let d = parse_duration(&v)
                 .ok_or_else(|| CliError(format!("invalid duration for --{name}: \"{v}\"")))?;
             *field(&mut c.timers) = d;
@@ -425,6 +427,12 @@ mod tests {
         assert_eq!(c.timers.heartbeat_interval, Duration::from_millis(250));
         assert_eq!(c.timers.remote_expiry, Duration::from_secs(2));
         assert_eq!(c.max_tcp_sessions, 7);
+        let c = run("-s /d --heartbeat-interval 1 --heartbeat-interval 2", None).unwrap();
+        assert_eq!(
+            c.timers.heartbeat_interval,
+            Duration::from_secs(2),
+            "last wins"
+        );
     }
 
     #[test]

@@ -25,7 +25,9 @@ fn interop_dir() -> PathBuf {
 fn node_backend(dir: &Path, file: &str) -> Backend {
     let script = interop_dir().join("backend.js");
     assert!(
-        interop_dir().join("node_modules/mname/package.json").exists(),
+        interop_dir()
+            .join("node_modules/mname/package.json")
+            .exists(),
         "npm package mname is not installed: run scripts/install-test-deps \
          (the README's test command, scripts/test, does this)"
     );
@@ -79,7 +81,11 @@ async fn node_mname_answers_udp_and_tcp_with_real_client_address() {
     let m = udp_ask_on(&sock, to, "client.example.com.", RecordType::TXT, TWO_S)
         .await
         .unwrap();
-    assert_eq!(txt(&m), format!("127.0.0.9 {port}"), "backend sees the client");
+    assert_eq!(
+        txt(&m),
+        format!("127.0.0.9 {port}"),
+        "backend sees the client"
+    );
 
     let mut s = tcp_connect(lo(9), to).await;
     let tcp_port = s.local_addr().unwrap().port();
@@ -105,12 +111,19 @@ async fn node_mname_truncated_answer_then_tcp_retry() {
     let m = udp_ask(lo(2), to, "big.example.com.", RecordType::TXT, TWO_S)
         .await
         .expect("UDP answer");
-    assert!(m.metadata.truncation, "TC set by node-mname, passed through");
+    assert!(
+        m.metadata.truncation,
+        "TC set by node-mname, passed through"
+    );
     let m = tcp_ask(lo(2), to, "big.example.com.", RecordType::TXT)
         .await
         .expect("TCP retry answer");
     assert!(!m.metadata.truncation);
-    assert!(m.answers.len() >= 20, "full answer over TCP: {}", m.answers.len());
+    assert!(
+        m.answers.len() >= 20,
+        "full answer over TCP: {}",
+        m.answers.len()
+    );
 }
 
 #[tokio::test]
@@ -137,7 +150,36 @@ async fn node_mname_stickiness_failover_and_revert() {
     assert_ne!(other, first);
     backends[idx] = node_backend(dir.path(), &first);
     whoami_until(client, to, "revert after restart", |w| w == first).await;
-    bal.proc.wait_for("remote assigned to original primary backend", |r| {
-        r["remote_ip"] == "127.0.0.20" && be_id_is(r, &first)
+    bal.proc
+        .wait_for("remote assigned to original primary backend", |r| {
+            r["remote_ip"] == "127.0.0.20" && be_id_is(r, &first)
+        });
+}
+
+#[tokio::test]
+async fn ipv6_clients_get_the_no_backend_policy_with_only_node_mname() {
+    let dir = sockdir();
+    let backends: Vec<Backend> = ["5300", "5301"]
+        .iter()
+        .map(|n| node_backend(dir.path(), n))
+        .collect();
+    let bal = Balancer::start_binds(&["127.0.0.1", "::1"], dir.path(), FAST_TIMERS);
+    bal.wait_established(2);
+    // Both answered our second hello with a plain SERVER_HELLO.
+    bal.proc.wait_for_nth(2, "original protocol only", |r| {
+        r["msg"] == "backend speaks the original protocol"
     });
+    let v6: std::net::SocketAddr = format!("[::1]:{}", bal.port).parse().unwrap();
+    let sock = UdpSocket::bind("[::1]:0").await.unwrap();
+    let m = udp_ask_on(&sock, v6, "www.example.com.", RecordType::A, TWO_S)
+        .await
+        .expect("SERVFAIL, not silence");
+    assert_eq!(rcode(&m), ResponseCode::ServFail);
+    // IPv4 clients are served as ever, and node-mname has logged nothing at
+    // warn or above about the balancer.
+    assert!(whoami(lo(40), bal.target()).await.is_some());
+    for b in &backends {
+        let bad = b.proc.find(|r| r["level"].as_u64().unwrap_or(0) >= 40);
+        assert!(bad.is_empty(), "{}: {bad:?}", b.name);
+    }
 }

@@ -4,6 +4,11 @@
 //! by the integration tests and by benchmarks.
 //!
 //! `mname-demo-backend -s SOCKET -n NAME [-z ZONE]`
+//!
+//! For fault tests it can also misbehave on purpose: `--delay MS` holds
+//! every UDP answer back, `--no-answer` answers no UDP query at all (it
+//! still answers heartbeats, like a backend whose query handling is wedged),
+//! and `--log-queries` prints a JSON line per UDP query received.
 
 use std::process::ExitCode;
 
@@ -11,7 +16,7 @@ use mname_balancer::demo_zone::{DemoZone, Transport};
 use mname_balancer::listener::{BalancerListener, Inbound, TcpSession};
 
 fn usage() -> String {
-    getopts_options().usage("Usage: mname-demo-backend -s SOCKET -n NAME [-z ZONE]")
+    getopts_options().usage("Usage: mname-demo-backend -s SOCKET -n NAME [-z ZONE] [test options]")
 }
 
 fn getopts_options() -> getopts::Options {
@@ -30,7 +35,23 @@ fn getopts_options() -> getopts::Options {
     );
     o.optopt("z", "zone", "zone to serve (default example.com)", "ZONE");
     o.optflag("h", "help", "print this help");
+    o.optopt(
+        "",
+        "delay",
+        "test: hold each UDP answer back this many ms",
+        "MS",
+    );
+    o.optflag("", "no-answer", "test: answer no UDP query");
+    o.optflag("", "log-queries", "test: print a JSON line per UDP query");
     o
+}
+
+/// Deliberate misbehaviour, for fault tests.
+#[derive(Clone, Copy)]
+struct Misbehaviour {
+    delay: Option<std::time::Duration>,
+    no_answer: bool,
+    log_queries: bool,
 }
 
 fn main() -> ExitCode {
@@ -70,6 +91,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let delay = match m.opt_str("delay").map(|d| d.parse::<u64>()) {
+        None => None,
+        Some(Ok(ms)) => Some(std::time::Duration::from_millis(ms)),
+        Some(Err(_)) => {
+            eprintln!("mname-demo-backend: --delay takes milliseconds");
+            return ExitCode::from(1);
+        }
+    };
+    let misbehave = Misbehaviour {
+        delay,
+        no_answer: m.opt_present("no-answer"),
+        log_queries: m.opt_present("log-queries"),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -101,8 +135,29 @@ fn main() -> ExitCode {
             tokio::select! {
                 inbound = listener.next() => match inbound {
                     Some(Inbound::Udp(q)) => {
-                        if let Some(a) = zone.answer(&q.message, q.client, Transport::Udp) {
-                            let _ = q.reply(&a).await;
+                        if misbehave.log_queries {
+                            let id = q.message.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+                            println!(
+                                "{{\"msg\":\"query\",\"client\":\"{}\",\"id\":{id}}}",
+                                q.client
+                            );
+                        }
+                        if misbehave.no_answer {
+                            continue;
+                        }
+                        let Some(a) = zone.answer(&q.message, q.client, Transport::Udp) else {
+                            continue;
+                        };
+                        match misbehave.delay {
+                            None => {
+                                let _ = q.reply(&a).await;
+                            }
+                            Some(d) => {
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(d).await;
+                                    let _ = q.reply(&a).await;
+                                });
+                            }
                         }
                     }
                     Some(Inbound::Tcp(session)) => {

@@ -246,9 +246,14 @@ pub struct Backend {
 
 impl Backend {
     pub fn start(dir: &Path, file: &str) -> Backend {
+        Self::start_with(dir, file, &[])
+    }
+
+    /// Start with extra flags (`--delay MS`, `--no-answer`, `--log-queries`).
+    pub fn start_with(dir: &Path, file: &str, extra: &[&str]) -> Backend {
         let path = dir.join(file);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mname-demo-backend"));
-        cmd.arg("-s").arg(&path).args(["-n", file]);
+        cmd.arg("-s").arg(&path).args(["-n", file]).args(extra);
         let proc = Proc::spawn(&format!("backend {file}"), cmd);
         proc.wait_for("backend ready", |_| true);
         Backend {
