@@ -193,6 +193,14 @@ impl InFlight {
         });
         self.index.insert(key, slot);
         self.deadlines.push_back((deadline, slot, self.serial));
+        // Answered queries leave their deadline behind until it reaches the
+        // front; one slow query at the front must not let them pile up, so
+        // the FIFO is compacted when it is mostly dead (amortised O(1)).
+        if self.deadlines.len() > 2 * self.slots.len() + 1024 {
+            let slots = &self.slots;
+            self.deadlines
+                .retain(|&(_, slot, serial)| slots.get(slot).is_some_and(|e| e.serial == serial));
+        }
         Ok(Inserted::New)
     }
 
@@ -387,6 +395,31 @@ mod tests {
         t.recycle(e);
         assert_eq!(t.answer(key(1, 2), 5300), Err(Unmatched::Late));
         assert!(t.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_fifo_stays_bounded_behind_a_slow_query() {
+        let mut t = InFlight::new(Limits {
+            total: 10,
+            per_backend: 10,
+        });
+        let now = Instant::now();
+        t.insert(key(1, 0), 5300, 0, now, T, b"slow", 0).unwrap();
+        for i in 1..100_000u32 {
+            let k = key(2, i as u16);
+            t.insert(k, 5300, 0, now, T, b"q", 0).unwrap();
+            t.answer(k, 5300).unwrap();
+        }
+        assert!(
+            t.deadlines.len() <= 2 * t.len() + 1025,
+            "{}",
+            t.deadlines.len()
+        );
+        assert_eq!(
+            t.next_deadline(),
+            Some(now + T),
+            "the slow query still counts"
+        );
     }
 
     #[tokio::test(start_paused = true)]
