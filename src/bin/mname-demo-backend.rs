@@ -37,6 +37,13 @@ fn getopts_options() -> getopts::Options {
     o.optflag("h", "help", "print this help");
     o.optopt(
         "",
+        "udp",
+        "also serve plain DNS over UDP here (benchmarks: the same answering code direct)",
+        "ADDR:PORT",
+    );
+    o.optopt("", "tcp", "also serve plain DNS over TCP here", "ADDR:PORT");
+    o.optopt(
+        "",
         "delay",
         "test: hold each UDP answer back this many ms",
         "MS",
@@ -104,6 +111,21 @@ fn main() -> ExitCode {
         no_answer: m.opt_present("no-answer"),
         log_queries: m.opt_present("log-queries"),
     };
+    let parse_addr = |flag: &str| -> Result<Option<std::net::SocketAddr>, String> {
+        m.opt_str(flag)
+            .map(|a| {
+                a.parse()
+                    .map_err(|_| format!("--{flag} takes ADDR:PORT, not {a}"))
+            })
+            .transpose()
+    };
+    let (plain_udp, plain_tcp) = match (parse_addr("udp"), parse_addr("tcp")) {
+        (Ok(u), Ok(t)) => (u, t),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("mname-demo-backend: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -125,6 +147,28 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        if let Some(addr) = plain_udp {
+            match tokio::net::UdpSocket::bind(addr).await {
+                Ok(sock) => {
+                    tokio::spawn(serve_plain_udp(zone.clone(), sock));
+                }
+                Err(e) => {
+                    eprintln!("mname-demo-backend: cannot bind UDP {addr}: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        if let Some(addr) = plain_tcp {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tokio::spawn(serve_plain_tcp(zone.clone(), l));
+                }
+                Err(e) => {
+                    eprintln!("mname-demo-backend: cannot bind TCP {addr}: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
         println!(
             "{{\"msg\":\"backend ready\",\"name\":\"{}\",\"socket\":\"{}\",\"pid\":{}}}",
             name.escape_default(),
@@ -179,6 +223,52 @@ async fn serve_tcp(zone: DemoZone, mut session: TcpSession) {
         if session.write_message(&answer).await.is_err() {
             return;
         }
+    }
+}
+
+/// Plain DNS over UDP, answered by the same code as balancer traffic.
+async fn serve_plain_udp(zone: DemoZone, sock: tokio::net::UdpSocket) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok((n, client)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
+        if let Some(a) = zone.answer(&buf[..n], client, Transport::Udp) {
+            let _ = sock.send_to(&a, client).await;
+        }
+    }
+}
+
+/// Plain DNS over TCP (two-byte length prefix), one task per connection.
+async fn serve_plain_tcp(zone: DemoZone, listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut stream, client)) = listener.accept().await else {
+            continue;
+        };
+        let zone = zone.clone();
+        tokio::spawn(async move {
+            let (rd, mut wr) = stream.split();
+            let mut rd = tokio::io::BufReader::new(rd);
+            loop {
+                let mut len = [0u8; 2];
+                if rd.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                if rd.read_exact(&mut msg).await.is_err() {
+                    return;
+                }
+                let Some(a) = zone.answer(&msg, client, Transport::Tcp) else {
+                    return;
+                };
+                let mut out = (a.len() as u16).to_be_bytes().to_vec();
+                out.extend_from_slice(&a);
+                if wr.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 }
 
