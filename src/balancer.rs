@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
 use hickory_proto::op::ResponseCode;
 use slog::{Logger, debug, error, info, o, trace, warn};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -228,7 +229,7 @@ struct Balancer {
     backends: Backends,
     remotes: Remotes,
     timeouts: Timeouts<TimerKey>,
-    links: HashMap<BackendId, Link>,
+    links: HashMap<BackendId, Link, RandomState>,
     inflight: InFlight,
     udp: UdpRelay,
     udp_counters: UdpCounters,
@@ -261,7 +262,7 @@ struct Forwarding<'a> {
     log: &'a Logger,
     backends: &'a mut Backends,
     remotes: &'a mut Remotes,
-    links: &'a mut HashMap<BackendId, Link>,
+    links: &'a mut HashMap<BackendId, Link, RandomState>,
     inflight: &'a mut InFlight,
     counters: &'a mut UdpCounters,
     /// Seconds since start, for per-remote rate limits.
@@ -427,7 +428,7 @@ pub async fn run(
         backends: Backends::new(),
         remotes: Remotes::new(),
         timeouts: Timeouts::new(),
-        links: HashMap::new(),
+        links: HashMap::default(),
         udp: UdpRelay::new(udp)?,
         udp_counters: UdpCounters::default(),
         tcp_counters: TcpCounters::default(),
@@ -994,7 +995,10 @@ impl Balancer {
     /// are in flight.
     fn arm_query_timers(&mut self, now: Instant) {
         if let Some(at) = self.inflight.next_deadline() {
-            self.timeouts.set(TimerKey::QueryDeadline, at);
+            // Usually armed already for this very deadline: skip the tree.
+            if self.timeouts.deadline_of(TimerKey::QueryDeadline) != Some(at) {
+                self.timeouts.set(TimerKey::QueryDeadline, at);
+            }
             if !self.timeouts.is_set(TimerKey::PassiveCheck) {
                 self.timeouts.set(
                     TimerKey::PassiveCheck,

@@ -11,6 +11,8 @@
 //! so the policy above it can be tested on a paused or invented clock.
 
 use std::collections::{BTreeSet, HashMap};
+
+use foldhash::fast::RandomState;
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -135,7 +137,7 @@ impl Backoff {
 #[derive(Debug)]
 pub struct Timeouts<K> {
     by_deadline: BTreeSet<(Instant, u64, K)>,
-    by_key: HashMap<K, (Instant, u64)>,
+    by_key: HashMap<K, (Instant, u64), RandomState>,
     seq: u64,
 }
 
@@ -143,7 +145,7 @@ impl<K: Ord + Hash + Copy> Default for Timeouts<K> {
     fn default() -> Self {
         Timeouts {
             by_deadline: BTreeSet::new(),
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
             seq: 0,
         }
     }
@@ -174,6 +176,11 @@ impl<K: Ord + Hash + Copy> Timeouts<K> {
     /// Whether `key` is armed.
     pub fn is_set(&self, key: K) -> bool {
         self.by_key.contains_key(&key)
+    }
+
+    /// When `key` fires, if it is armed.
+    pub fn deadline_of(&self, key: K) -> Option<Instant> {
+        self.by_key.get(&key).map(|(at, _)| *at)
     }
 
     /// The earliest deadline of all, if any.
