@@ -51,7 +51,7 @@ use crate::remotes::{Choice, Remotes};
 use crate::synth;
 use crate::tcp_relay::{self, Session, SessionEvent};
 use crate::timeouts::Timeouts;
-use crate::udp_relay::{Datagram, RECV_BATCH, UdpCounters, UdpRelay};
+use crate::udp_relay::{Datagram, RECV_CALLS, UdpCounters, UdpRelay};
 
 /// The TCP listen backlog, as in the original: enough for a burst of
 /// resolvers retrying over TCP at once.
@@ -719,7 +719,10 @@ impl Balancer {
                     self.schedule_reconnect(id, now);
                 }
             }
-            LinkEvent::Data { bytes, .. } => self.on_backend_bytes(id, &bytes, now),
+            LinkEvent::Data { bytes, .. } => {
+                self.on_backend_bytes(id, &bytes, now);
+                self.flush_replies();
+            }
             LinkEvent::Closed { error: None, .. } => {
                 warn!(self.backend_log(id), "backend socket EOF");
                 self.fault(id, now);
@@ -902,19 +905,14 @@ impl Balancer {
                 .record(now.saturating_duration_since(answered.sent_at));
             be.unanswered_since = owed.then_some(now);
         }
-        match self.udp.send_to(answered.listener, payload, dest) {
-            Ok(()) => self.udp_counters.replies += 1,
-            Err(e) => {
-                self.udp_counters.replies_failed += 1;
-                if e.kind() != io::ErrorKind::WouldBlock {
-                    error!(self.backend_log(id), "outbound UDP packet error";
-                        "dest_ip" => %dest.ip(), "dest_port" => dest.port(),
-                        "data_len" => payload.len(),
-                        "errno" => e.raw_os_error().unwrap_or(0),
-                        "strerror" => e.to_string());
-                }
-            }
-        }
+        self.udp.queue_reply(answered.listener, payload, dest);
+    }
+
+    /// Send the answers gathered from the last batch of backend frames.
+    fn flush_replies(&mut self) {
+        let (sent, dropped) = self.udp.flush_replies();
+        self.udp_counters.replies += sent;
+        self.udp_counters.replies_failed += dropped;
     }
 
     // ---- timers ------------------------------------------------------------
@@ -1103,36 +1101,43 @@ impl Balancer {
 
     fn udp_intake(&mut self) {
         let now = Instant::now();
+        let second = now.saturating_duration_since(self.started).as_secs() as u32;
         for listener in 0..self.udp.len() {
-            for _ in 0..RECV_BATCH {
-                let (outcome, src) = match self.udp.try_recv(listener) {
-                    Ok(Some(mut dgram)) => {
-                        let src = SocketAddr::new(dgram.ip, dgram.src.port());
-                        let mut parts = Forwarding {
-                            cfg: &self.cfg,
-                            log: &self.log,
-                            backends: &mut self.backends,
-                            remotes: &mut self.remotes,
-                            links: &mut self.links,
-                            inflight: &mut self.inflight,
-                            counters: &mut self.udp_counters,
-                            second: now.saturating_duration_since(self.started).as_secs() as u32,
-                            no_backend_log: &mut self.no_backend_log,
-                            oversized_log: &mut self.oversized_log,
-                            inflight_full_log: &mut self.inflight_full_log,
-                        };
-                        (parts.forward(&mut dgram, now), src)
-                    }
-                    Ok(None) => break,
+            for _ in 0..RECV_CALLS {
+                let n = match self.udp.recv_batch(listener) {
+                    Ok(0) => break,
+                    Ok(n) => n,
                     Err(e) => {
                         debug!(self.log, "UDP receive error"; "strerror" => %e);
                         break;
                     }
                 };
-                if let Outcome::Answer(answer) = outcome
-                    && self.udp.send_to(listener, &answer, src).is_ok()
-                {
-                    self.udp_counters.no_backend_answers += 1;
+                for i in 0..n {
+                    let Some(mut dgram) = self.udp.datagram(listener, i) else {
+                        continue;
+                    };
+                    let src = SocketAddr::new(dgram.ip, dgram.src.port());
+                    let mut parts = Forwarding {
+                        cfg: &self.cfg,
+                        log: &self.log,
+                        backends: &mut self.backends,
+                        remotes: &mut self.remotes,
+                        links: &mut self.links,
+                        inflight: &mut self.inflight,
+                        counters: &mut self.udp_counters,
+                        second,
+                        no_backend_log: &mut self.no_backend_log,
+                        oversized_log: &mut self.oversized_log,
+                        inflight_full_log: &mut self.inflight_full_log,
+                    };
+                    if let Outcome::Answer(answer) = parts.forward(&mut dgram, now)
+                        && self.udp.send_to(listener, &answer, src).is_ok()
+                    {
+                        self.udp_counters.no_backend_answers += 1;
+                    }
+                }
+                if n < crate::mmsg::BATCH {
+                    break;
                 }
             }
         }

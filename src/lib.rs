@@ -16,7 +16,8 @@
 //! - [`timeouts`]: named timer defaults, reconnect back-off, deadline tree.
 //! - [`frame`]: the wire protocol's frames (pure codec).
 //! - [`link`]: the I/O task of one backend control session.
-//! - [`udp_relay`], [`tcp_relay`]: moving client traffic.
+//! - [`udp_relay`], [`tcp_relay`]: moving client traffic; [`mmsg`]: batched
+//!   datagram system calls.
 //! - [`cli`], [`logging`]: the command line and bunyan logs.
 //! - [`listener`]: the backend side of the protocol, for writing backends in
 //!   Rust; [`demo_zone`] answers from a tiny built-in zone on top of it.
@@ -31,6 +32,7 @@ pub mod intake;
 pub mod link;
 pub mod listener;
 pub mod logging;
+pub mod mmsg;
 pub mod remotes;
 pub mod synth;
 pub mod tcp_relay;

@@ -7,10 +7,11 @@
 //! back becomes a datagram to the address and port in the frame, from the
 //! socket that received the query.
 //!
-//! This module owns the sockets and the receive buffer.  A datagram is
-//! received directly behind room for the largest frame header, so framing it
-//! costs writing the header and one copy into the backend's queue; the
-//! buffer is reused for every datagram.  Which backend gets the datagram is
+//! This module owns the sockets and the receive buffers.  Datagrams are
+//! received in batches with `recvmmsg(2)` ([`crate::mmsg`]), each directly
+//! behind room for the largest frame header, so framing one costs writing
+//! the header and one copy into the backend's queue; the buffers are reused.
+//! Answers are gathered per socket and sent with `sendmmsg(2)`.  Which backend gets the datagram is
 //! decided by the event loop ([`crate::balancer`]).  Reading is done in
 //! bounded batches so that a flood of queries cannot starve the backends'
 //! answers.
@@ -23,10 +24,11 @@ use std::task::Poll;
 use tokio::net::UdpSocket;
 
 use crate::frame::{self, MAX_PAYLOAD, UDP6_HEADER_LEN};
+use crate::mmsg::{RecvBatch, SendBatch};
 
-/// Datagrams read per socket per turn of the event loop before other work
-/// gets a turn.
-pub const RECV_BATCH: usize = 64;
+/// Receive calls (of up to [`crate::mmsg::BATCH`] datagrams each) per
+/// socket per turn of the event loop before other work gets a turn.
+pub const RECV_CALLS: usize = 4;
 
 /// Room for one datagram: more than [`MAX_PAYLOAD`], so an oversized one is
 /// seen to be oversized rather than silently cut to size.
@@ -62,12 +64,15 @@ pub struct UdpCounters {
     pub replies_failed: u64,
 }
 
-/// The listening UDP sockets and the reusable receive buffer.
+/// The listening UDP sockets, the reusable receive buffers and the answers
+/// waiting to be sent.
 pub struct UdpRelay {
     sockets: Vec<UdpSocket>,
     /// Per socket: IPv6 (dual-stack), so IPv4 clients have mapped addresses.
     v6: Vec<bool>,
-    buf: Box<[u8; UDP6_HEADER_LEN + RECV_ROOM]>,
+    batch: RecvBatch,
+    /// Per socket: answers gathered for one `sendmmsg`.
+    replies: Vec<SendBatch>,
 }
 
 /// One received datagram, framed in place.
@@ -78,7 +83,7 @@ pub struct Datagram<'a> {
     /// The source address with any v4-mapping undone.
     pub ip: IpAddr,
     pub len: usize,
-    buf: &'a mut [u8; UDP6_HEADER_LEN + RECV_ROOM],
+    buf: &'a mut [u8],
 }
 
 impl Datagram<'_> {
@@ -111,10 +116,12 @@ impl UdpRelay {
             .iter()
             .map(|s| Ok(s.local_addr()?.is_ipv6()))
             .collect::<io::Result<_>>()?;
+        let replies = sockets.iter().map(|_| SendBatch::default()).collect();
         Ok(UdpRelay {
             sockets,
             v6,
-            buf: Box::new([0u8; UDP6_HEADER_LEN + RECV_ROOM]),
+            batch: RecvBatch::new(UDP6_HEADER_LEN, RECV_ROOM),
+            replies,
         })
     }
 
@@ -139,23 +146,66 @@ impl UdpRelay {
         .await
     }
 
-    /// Receive one waiting datagram from socket `listener` without
-    /// blocking.  `Ok(None)` when none is waiting.
-    pub fn try_recv(&mut self, listener: usize) -> io::Result<Option<Datagram<'_>>> {
-        let Some(socket) = self.sockets.get(listener) else {
-            return Ok(None);
-        };
-        match socket.try_recv_from(&mut self.buf[UDP6_HEADER_LEN..]) {
-            Ok((len, src)) => Ok(Some(Datagram {
-                listener,
-                src,
-                ip: src.ip().to_canonical(),
-                len,
-                buf: &mut self.buf,
-            })),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
+    /// Receive a batch of waiting datagrams from socket `listener` without
+    /// blocking; how many (0 when none is waiting).  Take them with
+    /// [`UdpRelay::datagram`].
+    pub fn recv_batch(&mut self, listener: usize) -> io::Result<usize> {
+        match self.sockets.get(listener) {
+            Some(socket) => self.batch.recv(socket),
+            None => Ok(0),
         }
+    }
+
+    /// Datagram `i` of the last batch received on `listener`.
+    pub fn datagram(&mut self, listener: usize, i: usize) -> Option<Datagram<'_>> {
+        if i >= self.batch.count() {
+            return None;
+        }
+        let (src, len, buf) = self.batch.get_mut(i);
+        let src = src?;
+        Some(Datagram {
+            listener,
+            src,
+            ip: src.ip().to_canonical(),
+            len,
+            buf,
+        })
+    }
+
+    /// The address to send to `dest` through socket `listener`: on a
+    /// dual-stack IPv6 socket an IPv4 client has a v4-mapped address.
+    fn wire_dest(&self, listener: usize, dest: SocketAddr) -> SocketAddr {
+        match dest {
+            SocketAddr::V4(v4) if self.v6.get(listener).copied().unwrap_or(false) => {
+                SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+            }
+            other => other,
+        }
+    }
+
+    /// Queue an answer to `dest` on socket `listener`; it leaves at the next
+    /// [`UdpRelay::flush_replies`].
+    pub fn queue_reply(&mut self, listener: usize, payload: &[u8], dest: SocketAddr) {
+        let dest = self.wire_dest(listener, dest);
+        if let Some(batch) = self.replies.get_mut(listener) {
+            batch.push(dest, payload);
+        }
+    }
+
+    /// Send every queued answer.  Returns (sent, dropped): what a full
+    /// socket buffer could not take is dropped, as UDP may be.
+    pub fn flush_replies(&mut self) -> (u64, u64) {
+        let (mut sent, mut dropped) = (0, 0);
+        for (socket, batch) in self.sockets.iter().zip(self.replies.iter_mut()) {
+            if batch.is_empty() {
+                continue;
+            }
+            let queued = batch.len() as u64;
+            let n = batch.flush(socket) as u64;
+            sent += n;
+            dropped += queued - n;
+        }
+        (sent, dropped)
     }
 
     /// Send `payload` to `dest` from socket `listener`.  A full socket
@@ -165,13 +215,8 @@ impl UdpRelay {
             .sockets
             .get(listener)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such listener"))?;
-        // On a dual-stack IPv6 socket an IPv4 client has a v4-mapped address.
-        let dest = match dest {
-            SocketAddr::V4(v4) if self.v6[listener] => {
-                SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
-            }
-            other => other,
-        };
-        socket.try_send_to(payload, dest).map(|_| ())
+        socket
+            .try_send_to(payload, self.wire_dest(listener, dest))
+            .map(|_| ())
     }
 }
