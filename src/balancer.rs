@@ -70,6 +70,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// at most this often.
 const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
+/// An expiry sweep that forgets at least this many remotes returns freed
+/// memory to the system.
+const RELEASE_MEMORY_AFTER: usize = 10_000;
+
 /// sockaddr_un's sun_path holds 108 bytes including the terminating NUL.
 const SUN_PATH_MAX: usize = 108;
 
@@ -935,12 +939,18 @@ impl Balancer {
                 }
                 TimerKey::ExpirySweep => {
                     let log = &self.log;
-                    self.remotes.expire(
+                    let expired = self.remotes.expire(
                         now,
                         self.cfg.timers.remote_expiry,
                         &mut self.backends,
-                        |ip| info!(log, "expiring remote entry"; "remote_ip" => ip.to_string()),
+                        |ip| info!(log, "expiring remote entry"; "remote_ip" => %ip),
                     );
+                    // Many remotes gone at once (a burst of clients has
+                    // passed): give the memory back to the system.
+                    if expired >= RELEASE_MEMORY_AFTER {
+                        self.inflight.shrink();
+                        crate::sys::release_free_memory();
+                    }
                     self.timeouts
                         .set(TimerKey::ExpirySweep, now + self.cfg.timers.expiry_sweep);
                 }

@@ -259,7 +259,7 @@ pub fn usage() -> String {
     options().usage(
         "Usage: mname-balancer -s DIR [-b ADDR] [-p PORT] [-l LEVEL] [long options]\n\n\
          DNS load balancer for node-mname backends on AF_UNIX sockets in DIR.\n\
-         DURATION is seconds (5, 0.5) or has a unit (250ms, 5s, 2m).",
+         DURATION is seconds (5, 0.5) or has a unit (250ms, 5s, 2m, 1h).",
     )
 }
 
@@ -287,6 +287,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         (n, 1.0)
     } else if let Some(n) = s.strip_suffix('m') {
         (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
     } else {
         (s, 1.0)
     };
@@ -482,6 +484,7 @@ mod tests {
         assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_duration("-1"), None);
         assert_eq!(parse_duration("soon"), None);
         assert_eq!(parse_duration("NaN"), None);

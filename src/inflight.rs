@@ -303,6 +303,16 @@ impl InFlight {
         Some(&e.frame)
     }
 
+    /// Hand back memory kept from a busier moment: spare buffers and map
+    /// capacity beyond what is in use now.
+    pub fn shrink(&mut self) {
+        self.spare = Vec::new();
+        self.index.shrink_to_fit();
+        self.per_backend.shrink_to_fit();
+        self.deadlines.shrink_to_fit();
+        self.slots.shrink_to_fit();
+    }
+
     /// Forget a query (it could not be replayed and will not be answered).
     pub fn remove(&mut self, key: &QueryKey) -> Option<Entry> {
         let &slot = self.index.get(key)?;

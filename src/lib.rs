@@ -35,6 +35,7 @@ pub mod logging;
 pub mod mmsg;
 pub mod remotes;
 pub mod synth;
+pub mod sys;
 pub mod tcp_relay;
 pub mod timeouts;
 pub mod udp_relay;

@@ -5,7 +5,8 @@
 //! of answers, for the price of one call each instead of one per datagram.
 //! Neither std, tokio nor socket2 wraps them, so this module does, on the
 //! raw descriptor of a tokio socket, inside `try_io` so that tokio's
-//! readiness tracking stays right.  All unsafe code of the crate is here.
+//! readiness tracking stays right.  (The crate's other unsafe call is
+//! `malloc_trim`, in [`crate::sys`].)
 
 use std::io;
 use std::mem::MaybeUninit;

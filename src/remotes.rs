@@ -35,13 +35,16 @@ pub struct RemoteStats {
     pub tcp_drop: u64,
 }
 
-/// One client host.
+/// One client host.  Kept small (64 bytes): a balancer in front of a busy
+/// name server tracks hundreds of thousands of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
     pub primary: BackendId,
     pub backup: BackendId,
-    pub first_seen: Instant,
-    pub last_seen: Instant,
+    /// Milliseconds since the table's epoch ([`Remotes::seen_at`] turns them
+    /// back into instants).
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
     pub stats: RemoteStats,
     /// The second (of the balancer's clock) in which answers were last
     /// synthesized for this remote, and how many: a per-remote rate limit.
@@ -83,12 +86,12 @@ pub struct Choice {
 }
 
 impl Remote {
-    fn new(now: Instant) -> Self {
+    fn new(now_ms: u64) -> Self {
         Remote {
             primary: NO_BACKEND,
             backup: NO_BACKEND,
-            first_seen: now,
-            last_seen: now,
+            first_seen_ms: now_ms,
+            last_seen_ms: now_ms,
             stats: RemoteStats::default(),
             synth_second: 0,
             synth_count: 0,
@@ -180,9 +183,20 @@ impl Remote {
 }
 
 /// All remotes, ordered by address.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Remotes {
     map: BTreeMap<IpAddr, Remote>,
+    /// Times are kept as milliseconds since this instant.
+    epoch: Instant,
+}
+
+impl Default for Remotes {
+    fn default() -> Self {
+        Remotes {
+            map: BTreeMap::new(),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl Remotes {
@@ -190,15 +204,25 @@ impl Remotes {
         Self::default()
     }
 
+    fn ms(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant a remote's `*_seen_ms` stands for.
+    pub fn seen_at(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
     /// The remote for `ip`, created if new; marks it seen at `now`.  The
     /// boolean says whether it was created.
     pub fn touch(&mut self, ip: IpAddr, now: Instant) -> (&mut Remote, bool) {
+        let now_ms = self.ms(now);
         let mut created = false;
         let rem = self.map.entry(ip).or_insert_with(|| {
             created = true;
-            Remote::new(now)
+            Remote::new(now_ms)
         });
-        rem.last_seen = now;
+        rem.last_seen_ms = now_ms;
         (rem, created)
     }
 
@@ -223,7 +247,8 @@ impl Remotes {
     }
 
     /// Forget remotes not heard from for longer than `max_age` (a remote
-    /// exactly `max_age` old stays), calling `on_expire` for each.
+    /// exactly `max_age` old stays; ages are in whole milliseconds),
+    /// calling `on_expire` for each.
     pub fn expire(
         &mut self,
         now: Instant,
@@ -232,8 +257,10 @@ impl Remotes {
         mut on_expire: impl FnMut(&IpAddr),
     ) -> usize {
         let before = self.map.len();
+        let now_ms = self.ms(now);
+        let max_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
         self.map.retain(|ip, rem| {
-            if now.saturating_duration_since(rem.last_seen) > max_age {
+            if now_ms.saturating_sub(rem.last_seen_ms) > max_ms {
                 on_expire(ip);
                 rem.clear_primary(backends);
                 false
@@ -335,6 +362,15 @@ mod tests {
         assert_eq!(rem.choose_backend(&mut b).backend, Some(5301));
     }
 
+    #[test]
+    fn a_remote_is_small() {
+        assert!(
+            std::mem::size_of::<Remote>() <= 64,
+            "{}",
+            std::mem::size_of::<Remote>()
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn synthesized_answers_are_rate_limited_per_second() {
         let mut r = Remotes::new();
@@ -366,7 +402,7 @@ mod tests {
         let mut gone = Vec::new();
         assert_eq!(r.expire(t0 + age, age, &mut b, |ip| gone.push(*ip)), 0);
         assert_eq!(r.len(), 2, "exactly max_age old: kept");
-        let n = r.expire(t0 + age + Duration::from_nanos(1), age, &mut b, |ip| {
+        let n = r.expire(t0 + age + Duration::from_millis(1), age, &mut b, |ip| {
             gone.push(*ip)
         });
         assert_eq!(n, 1);

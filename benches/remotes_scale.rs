@@ -1,0 +1,219 @@
+//! Scale: how the balancer copes with 1,000,000 distinct client addresses.
+//!
+//! Starts three demo backends and the release balancer, then sends a few
+//! queries from each of N addresses in 127.0.0.0/8 (loopback has them all).
+//! Reports, as the table grows: memory per tracked remote (RSS growth over
+//! the table size), the balancer's CPU per query and a probe client's
+//! round-trip (the lookup cost); then waits for the remotes to expire and
+//! reports RSS against the starting baseline.
+//!
+//!     cargo bench --bench remotes_scale                 # 1,000,000 remotes
+//!     REMOTES=100000 cargo bench --bench remotes_scale  # quicker
+//!
+//! Not a test: it prints figures; targets are judged by a person.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PORT: u16 = 15980;
+const QUERIES_PER_REMOTE: usize = 2;
+const STEP: u32 = 100_000;
+const EXPIRY_SECS: u64 = 15;
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+fn query(id: u16) -> Vec<u8> {
+    let mut q = vec![0u8; 12];
+    q[0..2].copy_from_slice(&id.to_be_bytes());
+    q[2] = 0x01; // RD
+    q[5] = 1; // one question
+    for label in ["www", "example", "com"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// The i-th client address: 127.1.0.0 upward, skipping nothing (loopback
+/// accepts every address of 127/8 as a source).
+fn client(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x7f01_0000 + i)
+}
+
+/// Median round trip of a fixed probe client, in microseconds.
+fn probe_rtt(sock: &UdpSocket, to: SocketAddr) -> f64 {
+    let mut rtts = Vec::new();
+    let mut buf = [0u8; 512];
+    for id in 0..31u16 {
+        let t = Instant::now();
+        if sock.send_to(&query(id), to).is_ok() && sock.recv(&mut buf).is_ok() {
+            rtts.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    rtts.sort_by(f64::total_cmp);
+    rtts.get(rtts.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let n: u32 = std::env::var("REMOTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::Builder::new()
+        .prefix("mnbscale")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let mut procs = Procs(Vec::new());
+    for id in ["5300", "5301", "5302"] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mname-demo-backend"))
+            .arg("-s")
+            .arg(dir.path().join(id))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(c.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        procs.0.push(c);
+    }
+    let mut bal = Command::new(env!("CARGO_BIN_EXE_mname-balancer"))
+        .args([
+            "-b",
+            "127.0.0.1",
+            "-p",
+            &PORT.to_string(),
+            "-l",
+            "warn",
+            "-s",
+        ])
+        .arg(dir.path())
+        .args([
+            "--remote-expiry",
+            &EXPIRY_SECS.to_string(),
+            "--expiry-sweep",
+            "1s",
+        ])
+        .args(["--rebalance-interval", "1h", "--synth-rate", "1000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = bal.id();
+    let to = SocketAddr::from(([127, 0, 0, 1], PORT));
+    let probe = UdpSocket::bind("127.0.0.2:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // Ready when the probe is answered by a backend.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 512];
+    loop {
+        let _ = probe.send_to(&query(1), to);
+        if let Ok(len) = probe.recv(&mut buf)
+            && len > 3
+            && buf[3] & 0x0f == 0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "balancer did not come up");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let base = rss_kib(pid);
+    println!("remotes scale: {n} client addresses, {QUERIES_PER_REMOTE} queries each");
+    println!(
+        "baseline RSS {base} KiB; probe round trip {:.0} us",
+        probe_rtt(&probe, to)
+    );
+    println!(
+        "{:>9} {:>10} {:>14} {:>12} {:>12}",
+        "remotes", "RSS KiB", "bytes/remote", "CPU us/q", "probe us"
+    );
+    let q = query(7);
+    let mut sent_at_step = 0u64;
+    let mut ticks_at_step = cpu_ticks(pid);
+    let start = Instant::now();
+    for i in 0..n {
+        let s = UdpSocket::bind((client(i), 0)).unwrap();
+        for _ in 0..QUERIES_PER_REMOTE {
+            let _ = s.send_to(&q, to);
+        }
+        sent_at_step += QUERIES_PER_REMOTE as u64;
+        // Pace to about 100k queries/s so the balancer's socket buffer does
+        // not overflow and every address becomes a remote.
+        if i % 1000 == 999 {
+            let due = Duration::from_micros(u64::from(i + 1) * QUERIES_PER_REMOTE as u64 * 10);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        if (i + 1) % STEP == 0 || i + 1 == n {
+            std::thread::sleep(Duration::from_millis(300));
+            let rss = rss_kib(pid);
+            let ticks = cpu_ticks(pid);
+            let us_per_q = (ticks - ticks_at_step) as f64 * 10_000.0 / sent_at_step as f64;
+            println!(
+                "{:>9} {:>10} {:>14.0} {:>12.2} {:>12.0}",
+                i + 1,
+                rss,
+                (rss.saturating_sub(base) * 1024) as f64 / f64::from(i + 1),
+                us_per_q,
+                probe_rtt(&probe, to)
+            );
+            sent_at_step = 0;
+            ticks_at_step = ticks;
+        }
+    }
+    let peak = rss_kib(pid);
+    // Every remote (the probe's too) now expires EXPIRY_SECS after its
+    // last query; the sweep runs every second.
+    let quiet = Instant::now();
+    std::thread::sleep(Duration::from_secs(EXPIRY_SECS + 3));
+    let mut last = rss_kib(pid);
+    while quiet.elapsed() < Duration::from_secs(EXPIRY_SECS + 30) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = rss_kib(pid);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    println!(
+        "peak RSS {peak} KiB; after expiry {last} KiB = {:.1}% of the {base} KiB baseline",
+        100.0 * last as f64 / base as f64
+    );
+    let _ = bal.kill();
+    let _ = bal.wait();
+}
