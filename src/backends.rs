@@ -127,6 +127,10 @@ pub struct Backend {
     pub state: LinkState,
     /// Its socket was missing when we last tried to connect.
     pub removed: bool,
+    /// The last connect found no socket file; a second miss in a row marks
+    /// it removed.  A restarting backend unlinks and re-binds its socket,
+    /// and one unlucky connect in between must not re-home its clients.
+    pub missing_once: bool,
     pub backoff: Backoff,
     /// Remotes whose primary is this backend.
     pub remotes: u32,
@@ -198,6 +202,7 @@ impl Backends {
             path: path.to_path_buf(),
             state: LinkState::Down,
             removed: false,
+            missing_once: false,
             backoff: Backoff::immediate(),
             remotes: 0,
             generation: 0,

@@ -696,6 +696,7 @@ impl Balancer {
             LinkEvent::Connected { .. } => {
                 info!(self.backend_log(id), "backend socket connected");
                 if let Some(be) = self.backends.get_mut(id) {
+                    be.missing_once = false;
                     be.state = LinkState::AwaitingHello;
                     be.caps_pending = true;
                 }
@@ -713,9 +714,16 @@ impl Balancer {
                     return;
                 };
                 be.stats.conn_error += 1;
-                if e.kind() == io::ErrorKind::NotFound {
+                if e.kind() == io::ErrorKind::NotFound && !be.missing_once {
+                    // Perhaps a restart between unlink and bind: look once
+                    // more before deciding the socket is gone.
+                    be.missing_once = true;
+                    debug!(log, "backend socket missing (retrying once)");
+                    self.schedule_reconnect(id, now);
+                } else if e.kind() == io::ErrorKind::NotFound {
                     // The socket is gone: stop trying until a scan finds it.
                     be.removed = true;
+                    be.missing_once = false;
                     info!(log, "backend socket removed");
                 } else {
                     error!(log, "failed to connect";
