@@ -402,6 +402,7 @@ fn log_reassignment(log: &Logger, ip: &IpAddr, choice: &Choice) {
 /// What woke the loop.
 enum Wake {
     Shutdown,
+    DumpCounters,
     Link(LinkEvent),
     Session(SessionEvent),
     Udp,
@@ -455,6 +456,9 @@ pub async fn run(
     b.timeouts.set(TimerKey::ExpirySweep, now + t.expiry_sweep);
 
     tokio::pin!(shutdown);
+    // SIGUSR1 logs every counter: a look inside without a debugger.
+    let mut usr1 =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
     loop {
         let deadline = b
             .timeouts
@@ -463,6 +467,12 @@ pub async fn run(
         let wake = tokio::select! {
             biased;
             _ = &mut shutdown => Wake::Shutdown,
+            Some(()) = async {
+                match usr1.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => Wake::DumpCounters,
             Some(ev) = link_rx.recv() => Wake::Link(ev),
             Some(ev) = session_rx.recv() => Wake::Session(ev),
             r = b.udp.readable() => match r {
@@ -474,6 +484,7 @@ pub async fn run(
         };
         match wake {
             Wake::Shutdown => break,
+            Wake::DumpCounters => b.log_counters(),
             Wake::Link(ev) => b.on_link_event(ev),
             Wake::Session(ev) => b.on_session_event(ev),
             Wake::Udp => b.udp_intake(),
@@ -486,6 +497,41 @@ pub async fn run(
 }
 
 impl Balancer {
+    /// Log every counter: one record for the balancer, one per backend.
+    fn log_counters(&self) {
+        let u = &self.udp_counters;
+        let t = &self.tcp_counters;
+        info!(self.log, "counters";
+            "remotes" => self.remotes.len(), "inflight" => self.inflight.len(),
+            "udp_received" => u.received, "udp_forwarded" => u.forwarded,
+            "udp_replies" => u.replies, "udp_replies_failed" => u.replies_failed,
+            "dropped_oversized" => u.dropped_oversized, "dropped_short" => u.dropped_short,
+            "dropped_response" => u.dropped_response, "dropped_malformed" => u.dropped_malformed,
+            "dropped_no_backend" => u.dropped_no_backend, "dropped_stuck" => u.dropped_stuck,
+            "dropped_inflight_full" => u.dropped_inflight_full,
+            "no_backend_answers" => u.no_backend_answers,
+            "no_backend_rate_limited" => u.no_backend_rate_limited,
+            "timeouts" => u.timeouts, "timeout_answers" => u.timeout_answers,
+            "late_answers" => u.late_answers, "unsolicited_answers" => u.unsolicited_answers,
+            "replayed" => u.replayed,
+            "tcp_accepted" => t.accepted, "tcp_dropped_no_backend" => t.dropped_no_backend,
+            "tcp_dropped_session_limit" => t.dropped_session_limit,
+            "tcp_sessions_open" => self.cfg.max_tcp_sessions - self.sessions.available_permits());
+        for be in self.backends.iter() {
+            let s = &be.stats;
+            info!(self.backend_log(be.id), "backend counters";
+                "state" => be.state_name(), "ok" => be.is_ok(), "remotes" => be.remotes,
+                "inflight" => self.inflight.count_for(be.id), "caps" => be.caps,
+                "udp" => s.udp, "udp_replies" => s.udp_replies, "tcp" => s.tcp,
+                "stuck" => s.stuck, "timeouts" => s.timeouts, "conn_start" => s.conn_start,
+                "conn_error" => s.conn_error, "faults" => s.faults,
+                "passive_faults" => s.passive_faults, "replayed_away" => s.replayed_away,
+                "latency_count" => s.latency.count,
+                "latency_avg_us" => s.latency.sum_us.checked_div(s.latency.count).unwrap_or(0),
+                "latency_max_us" => s.latency.max_us);
+        }
+    }
+
     fn backend_log(&self, id: BackendId) -> Logger {
         match self.backends.get(id) {
             Some(be) => self

@@ -272,3 +272,36 @@ async fn rebalance_moves_surplus_remotes_to_new_backends() {
         "after rebalancing all backends serve: {served:?}"
     );
 }
+
+#[tokio::test]
+async fn sigusr1_logs_counters_that_match_the_traffic() {
+    let (_dir, _backends, bal) = three_backends(&[]);
+    let to = bal.target();
+    for _ in 0..5 {
+        assert!(whoami(lo(90), to).await.is_some());
+    }
+    let sock = UdpSocket::bind((lo(91), 0)).await.unwrap();
+    sock.send_to(b"short", to).await.unwrap();
+    bal.proc
+        .wait_for("dropping UDP packet", |r| r["reason"] == "short");
+    bal.proc.signal(libc::SIGUSR1);
+    let c = bal.proc.wait_for("counters", |_| true);
+    assert_eq!(c["udp_received"], 6);
+    assert_eq!(c["udp_forwarded"], 5);
+    assert_eq!(c["udp_replies"], 5);
+    assert_eq!(c["dropped_short"], 1);
+    assert_eq!(c["remotes"], 1);
+    assert_eq!(c["inflight"], 0);
+    let per_backend = bal.proc.find(|r| r["msg"] == "backend counters");
+    assert_eq!(per_backend.len(), 3);
+    let udp: u64 = per_backend.iter().map(|r| r["udp"].as_u64().unwrap()).sum();
+    assert_eq!(
+        udp, 5,
+        "each query counted once, on the backend that got it"
+    );
+    assert!(
+        per_backend
+            .iter()
+            .any(|r| r["udp"] == 5 && r["latency_count"] == 5)
+    );
+}
