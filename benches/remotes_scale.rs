@@ -33,15 +33,25 @@ impl Drop for Procs {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// RSS split into (anonymous, file-backed) KiB: heap versus the binary's
+/// own pages, which traffic pages in once and which stay.
+fn rss_split(pid: u32) -> (u64, u64) {
+    (status_kib(pid, "RssAnon:"), status_kib(pid, "RssFile:"))
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -210,8 +220,9 @@ fn main() {
         }
         last = now;
     }
+    let (anon, file) = rss_split(pid);
     println!(
-        "peak RSS {peak} KiB; after expiry {last} KiB = {:.1}% of the {base} KiB baseline",
+        "peak RSS {peak} KiB; after expiry {last} KiB (anon {anon}, file {file}) = {:.1}% of the {base} KiB baseline",
         100.0 * last as f64 / base as f64
     );
     let _ = bal.kill();

@@ -176,6 +176,8 @@ enum TimerKey {
     QueryDeadline,
     /// Look for backends that leave queries unanswered.
     PassiveCheck,
+    /// The end of the shutdown grace period.
+    DrainDeadline,
     Reconnect(BackendId),
     /// Connect and hello must complete by then.
     Hello(BackendId),
@@ -242,6 +244,8 @@ struct Balancer {
     session_tx: mpsc::Sender<SessionEvent>,
     sessions: Arc<Semaphore>,
     accepting: bool,
+    /// A shutdown signal came: no new work, exit once idle.
+    draining: bool,
     next_conn_id: u64,
     /// Seconds are counted from here for the per-remote rate limits.
     started: Instant,
@@ -402,7 +406,7 @@ fn log_reassignment(log: &Logger, ip: &IpAddr, choice: &Choice) {
 /// What woke the loop.
 enum Wake {
     Shutdown,
-    DumpCounters,
+    Signal(Signal),
     Link(LinkEvent),
     Session(SessionEvent),
     Udp,
@@ -440,6 +444,7 @@ pub async fn run(
         link_tx,
         session_tx,
         accepting: true,
+        draining: false,
         next_conn_id: 0,
         started: now,
         no_backend_log: RateLimit::default(),
@@ -456,47 +461,134 @@ pub async fn run(
     b.timeouts.set(TimerKey::ExpirySweep, now + t.expiry_sweep);
 
     tokio::pin!(shutdown);
-    // SIGUSR1 logs every counter: a look inside without a debugger.
-    let mut usr1 =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
+    let mut signals = Signals::install();
+    let mut tcp = Some(tcp);
     loop {
+        if b.draining && b.drained() {
+            info!(b.log, "drained: exiting");
+            break;
+        }
         let deadline = b
             .timeouts
             .next_deadline()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let intake = !b.draining;
         let wake = tokio::select! {
             biased;
             _ = &mut shutdown => Wake::Shutdown,
-            Some(()) = async {
-                match usr1.as_mut() {
-                    Some(s) => s.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => Wake::DumpCounters,
+            sig = signals.next() => Wake::Signal(sig),
             Some(ev) = link_rx.recv() => Wake::Link(ev),
             Some(ev) = session_rx.recv() => Wake::Session(ev),
-            r = b.udp.readable() => match r {
+            r = b.udp.readable(), if intake => match r {
                 Ok(()) => Wake::Udp,
                 Err(e) => return Err(e),
             },
-            r = accept_any(&tcp), if b.accepting => Wake::Accept(r),
+            r = accept_any(tcp.as_deref().unwrap_or(&[])), if b.accepting && intake => {
+                Wake::Accept(r)
+            }
             _ = tokio::time::sleep_until(deadline) => Wake::Timer,
         };
         match wake {
             Wake::Shutdown => break,
-            Wake::DumpCounters => b.log_counters(),
+            Wake::Signal(Signal::Terminate) if b.draining => {
+                info!(b.log, "second signal: exiting now");
+                break;
+            }
+            Wake::Signal(Signal::Terminate) => {
+                // Stop taking new work; let queries in flight be answered and
+                // TCP sessions finish, for at most the grace period.
+                let grace = b.cfg.timers.drain_timeout;
+                info!(b.log, "shutting down (draining)";
+                    "inflight" => b.inflight.len(), "tcp_sessions" => b.open_sessions(),
+                    "grace_secs" => grace.as_secs_f64());
+                b.draining = true;
+                tcp = None;
+                b.timeouts
+                    .set(TimerKey::DrainDeadline, Instant::now() + grace);
+            }
+            Wake::Signal(Signal::Rescan) => {
+                info!(b.log, "rescanning socket directory (SIGHUP)");
+                b.scan_socket_dir(Instant::now());
+            }
+            Wake::Signal(Signal::DumpCounters) => b.log_counters(),
             Wake::Link(ev) => b.on_link_event(ev),
             Wake::Session(ev) => b.on_session_event(ev),
             Wake::Udp => b.udp_intake(),
             Wake::Accept(r) => b.on_accept(r),
-            Wake::Timer => b.run_due_timers(),
+            Wake::Timer => {
+                if b.run_due_timers() {
+                    warn!(b.log, "drain grace period over: exiting";
+                        "inflight" => b.inflight.len(), "tcp_sessions" => b.open_sessions());
+                    break;
+                }
+            }
         }
     }
     info!(b.log, "shutting down");
     Ok(())
 }
 
+/// A signal the loop acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// SIGTERM or SIGINT: drain, then exit; a second one exits at once.
+    Terminate,
+    /// SIGHUP: rescan the socket directory now.
+    Rescan,
+    /// SIGUSR1: log every counter.
+    DumpCounters,
+}
+
+/// The process signals the loop listens to.  A handler that cannot be
+/// installed is left out (the signal's default action then applies).
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+    usr1: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+            usr1: signal(SignalKind::user_defined1()).ok(),
+        }
+    }
+
+    async fn next(&mut self) -> Signal {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    if s.recv().await.is_none() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.term) => Signal::Terminate,
+            _ = recv(&mut self.int) => Signal::Terminate,
+            _ = recv(&mut self.hup) => Signal::Rescan,
+            _ = recv(&mut self.usr1) => Signal::DumpCounters,
+        }
+    }
+}
+
 impl Balancer {
+    fn open_sessions(&self) -> usize {
+        self.cfg.max_tcp_sessions - self.sessions.available_permits()
+    }
+
+    /// Nothing left to finish: no query in flight, no TCP session open.
+    fn drained(&self) -> bool {
+        self.inflight.is_empty() && self.open_sessions() == 0
+    }
+
     /// Log every counter: one record for the balancer, one per backend.
     fn log_counters(&self) {
         let u = &self.udp_counters;
@@ -516,7 +608,7 @@ impl Balancer {
             "replayed" => u.replayed,
             "tcp_accepted" => t.accepted, "tcp_dropped_no_backend" => t.dropped_no_backend,
             "tcp_dropped_session_limit" => t.dropped_session_limit,
-            "tcp_sessions_open" => self.cfg.max_tcp_sessions - self.sessions.available_permits());
+            "tcp_sessions_open" => self.open_sessions());
         for be in self.backends.iter() {
             let s = &be.stats;
             info!(self.backend_log(be.id), "backend counters";
@@ -975,10 +1067,13 @@ impl Balancer {
 
     // ---- timers ------------------------------------------------------------
 
-    fn run_due_timers(&mut self) {
+    /// Run every timer that is due.  Returns true when the shutdown grace
+    /// period is over.
+    fn run_due_timers(&mut self) -> bool {
         let now = Instant::now();
         while let Some(key) = self.timeouts.pop_due(now) {
             match key {
+                TimerKey::DrainDeadline => return true,
                 TimerKey::Scan => {
                     self.scan_socket_dir(now);
                     self.timeouts
@@ -1033,6 +1128,7 @@ impl Balancer {
                 }
             }
         }
+        false
     }
 
     /// Answer (or drop, by policy) every query whose deadline has passed.
@@ -1273,7 +1369,7 @@ impl Balancer {
             ok_timeout: self.cfg.timers.tcp_connect_timeout,
             log,
             events: self.session_tx.clone(),
-            permit,
+            slot: tcp_relay::SessionSlot::new(permit, self.session_tx.clone()),
         }));
     }
 
@@ -1286,6 +1382,8 @@ impl Balancer {
                     be.stats.conn_error += 1;
                 }
             }
+            // The loop checks whether it has drained at the top of each turn.
+            SessionEvent::Ended => {}
         }
     }
 }

@@ -181,6 +181,11 @@ const TIMER_FLAGS: &[(&str, &str, TimerField)] = &[
         |t| &mut t.unanswered_threshold,
     ),
     (
+        "drain-timeout",
+        "after SIGTERM, grace for TCP sessions and queries in flight (default 5s)",
+        |t| &mut t.drain_timeout,
+    ),
+    (
         "probe-timeout",
         "a probed backend must answer a heartbeat this fast (default 500ms)",
         |t| &mut t.probe_timeout,

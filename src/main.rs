@@ -1,6 +1,7 @@
 //! The `mname-balancer` binary: parse the command line, start logging, bind
 //! the listeners and run the event loop on a current-thread runtime until
-//! SIGINT or SIGTERM.  All logic lives in the library.
+//! SIGINT or SIGTERM (see [`mname_balancer::balancer`] for the signals).
+//! All logic lives in the library.
 
 use std::process::ExitCode;
 
@@ -36,7 +37,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let listeners = balancer::bind(&config, &log)?;
-        balancer::run(config, log.clone(), listeners, shutdown_signal()).await
+        // Signals are handled inside the loop (drain on the first SIGTERM,
+        // exit on the second), so no extra shutdown trigger is needed.
+        balancer::run(config, log.clone(), listeners, std::future::pending()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,21 +47,5 @@ fn main() -> ExitCode {
             eprintln!("mname-balancer: {e}");
             ExitCode::from(1)
         }
-    }
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the default action (exit) still applies.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }

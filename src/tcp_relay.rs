@@ -36,6 +36,32 @@ pub enum SessionEvent {
     OkTimeout { backend: BackendId },
     /// Connecting to the backend's socket failed.
     ConnectFailed { backend: BackendId },
+    /// A session ended (the loop may be waiting for the last one to drain).
+    Ended,
+}
+
+/// Holds a session's place among the concurrent sessions; when the session
+/// ends, however it ends, the place is given back and the loop is told.
+pub struct SessionSlot {
+    permit: Option<OwnedSemaphorePermit>,
+    events: mpsc::Sender<SessionEvent>,
+}
+
+impl SessionSlot {
+    pub fn new(permit: OwnedSemaphorePermit, events: mpsc::Sender<SessionEvent>) -> Self {
+        SessionSlot {
+            permit: Some(permit),
+            events,
+        }
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        // If the loop's queue is full it is busy anyway and will look again.
+        let _ = self.events.try_send(SessionEvent::Ended);
+    }
 }
 
 /// Everything a session task needs.
@@ -50,7 +76,7 @@ pub struct Session {
     pub log: Logger,
     pub events: mpsc::Sender<SessionEvent>,
     /// Held for the life of the session: bounds concurrent sessions.
-    pub permit: OwnedSemaphorePermit,
+    pub slot: SessionSlot,
 }
 
 #[derive(Debug)]
@@ -119,5 +145,4 @@ pub async fn run_session(mut s: Session) {
             debug!(s.log, "TCP error"; "strerror" => e.to_string());
         }
     }
-    drop(s.permit);
 }

@@ -68,6 +68,11 @@ pub struct Timers {
     /// How long a suspected backend has to answer its probe heartbeat
     /// before it is faulted and its queries replayed elsewhere.
     pub probe_timeout: Duration,
+    /// After SIGTERM, how long open TCP sessions and queries in flight may
+    /// take to finish before the balancer exits anyway.  A DNS exchange
+    /// takes milliseconds; 5 s covers a slow zone transfer's tail without
+    /// holding up a restart.
+    pub drain_timeout: Duration,
 }
 
 impl Default for Timers {
@@ -88,6 +93,7 @@ impl Default for Timers {
             query_timeout: Duration::from_secs(2),
             unanswered_threshold: Duration::from_millis(500),
             probe_timeout: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(5),
         }
     }
 }

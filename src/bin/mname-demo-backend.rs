@@ -8,7 +8,9 @@
 //! For fault tests it can also misbehave on purpose: `--delay MS` holds
 //! every UDP answer back, `--no-answer` answers no UDP query at all (it
 //! still answers heartbeats, like a backend whose query handling is wedged),
-//! and `--log-queries` prints a JSON line per UDP query received.
+//! `--log-queries` prints a JSON line per UDP query received, and
+//! `--cost-us N` spends N microseconds of CPU on each query (a slower
+//! server, for overload benchmarks).
 
 use std::process::ExitCode;
 
@@ -49,6 +51,12 @@ fn getopts_options() -> getopts::Options {
         "MS",
     );
     o.optflag("", "no-answer", "test: answer no UDP query");
+    o.optopt(
+        "",
+        "cost-us",
+        "benchmarks: spend this many microseconds of CPU on each UDP query (a slower server)",
+        "US",
+    );
     o.optflag("", "log-queries", "test: print a JSON line per UDP query");
     o
 }
@@ -57,6 +65,7 @@ fn getopts_options() -> getopts::Options {
 #[derive(Clone, Copy)]
 struct Misbehaviour {
     delay: Option<std::time::Duration>,
+    cost: Option<std::time::Duration>,
     no_answer: bool,
     log_queries: bool,
 }
@@ -106,8 +115,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let cost = match m.opt_str("cost-us").map(|d| d.parse::<u64>()) {
+        None => None,
+        Some(Ok(us)) => Some(std::time::Duration::from_micros(us)),
+        Some(Err(_)) => {
+            eprintln!("mname-demo-backend: --cost-us takes microseconds");
+            return ExitCode::from(1);
+        }
+    };
     let misbehave = Misbehaviour {
         delay,
+        cost,
         no_answer: m.opt_present("no-answer"),
         log_queries: m.opt_present("log-queries"),
     };
@@ -188,6 +206,13 @@ fn main() -> ExitCode {
                         }
                         if misbehave.no_answer {
                             continue;
+                        }
+                        if let Some(cost) = misbehave.cost {
+                            // Burn CPU as a heavier name server would.
+                            let start = std::time::Instant::now();
+                            while start.elapsed() < cost {
+                                std::hint::spin_loop();
+                            }
                         }
                         let Some(a) = zone.answer(&q.message, q.client, Transport::Udp) else {
                             continue;
