@@ -46,15 +46,21 @@ pub struct Proc {
     pub child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The threads reading stdout and stderr; joined once the process has
+    /// exited, so that every line it wrote has been collected.
+    collectors: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn collect(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+fn collect(
+    stream: impl std::io::Read + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
             into.lock().unwrap().push(line);
         }
-    });
+    })
 }
 
 impl Proc {
@@ -63,13 +69,16 @@ impl Proc {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().unwrap(), lines.clone());
-        collect(child.stderr.take().unwrap(), stderr.clone());
+        let collectors = vec![
+            collect(child.stdout.take().unwrap(), lines.clone()),
+            collect(child.stderr.take().unwrap(), stderr.clone()),
+        ];
         Proc {
             name: name.to_string(),
             child,
             lines,
             stderr,
+            collectors,
         }
     }
 
@@ -141,11 +150,15 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    /// Wait for the process to exit by itself; its exit code.
+    /// Wait for the process to exit by itself; its exit code. Every line
+    /// it wrote has been collected when this returns.
     pub fn wait_exit(&mut self) -> Option<i32> {
         let start = Instant::now();
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
+                for collector in self.collectors.drain(..) {
+                    let _ = collector.join();
+                }
                 return st.code();
             }
             if start.elapsed() > DEADLINE {
