@@ -3,7 +3,7 @@
 
 Three demo backends that each spend --cost-us of CPU per query (about 15k
 queries/s between them at the default 200 us) sit behind the balancer; six
-dnsperf clients with many queries outstanding offer several times that for
+dnsperf clients with 50,000 queries outstanding each and a 1 s timeout offer many times that for
 --seconds.  The script samples the balancer's RSS throughout, reads its
 counters (SIGUSR1) at the end of the overload, then measures how soon a new
 client is answered and runs a light load to show nothing is lost once the
@@ -99,7 +99,7 @@ def main():
         log_path = os.path.join(tmp, "balancer.log")
         log = open(log_path, "w")
         bal = subprocess.Popen([os.path.join(ROOT, "target/release/mname-balancer"),
-                                "-b", "127.0.0.1", "-p", str(PORT), "-s", socks, "-l", "warn"],
+                                "-b", "127.0.0.1", "-p", str(PORT), "-s", socks, "-l", "info"],
                                stdout=log, stderr=subprocess.STDOUT)
         procs.append(bal)
         deadline = time.time() + 20
@@ -110,7 +110,8 @@ def main():
         with open(qfile, "w") as f:
             f.write("www.example.com A\na1.example.com A\nwhoami.example.com TXT\n")
         base = rss_kib(bal.pid)
-        clients = [dnsperf(["-l", str(args.seconds), "-q", "500", "-c", "4", "-t", "3"],
+        print("overload starts", file=sys.stderr)
+        clients = [dnsperf(["-l", str(args.seconds), "-q", "50000", "-c", "4", "-t", "1"],
                            f"127.0.0.{20 + i}", qfile) for i in range(6)]
         samples = []
         start = time.time()
@@ -119,6 +120,7 @@ def main():
             time.sleep(0.5)
         results = [parse_dnsperf(c.communicate()[0]) for c in clients]
         ended = time.time()
+        print("overload ended", file=sys.stderr)
         # Recovery: how soon a new client gets an answer.
         first_answer = None
         while time.time() - ended < 10:
@@ -149,7 +151,7 @@ def main():
             "",
             f"{time.strftime('%Y-%m-%d')}, {os.uname().sysname} {os.uname().release}, "
             f"{os.cpu_count()} CPUs. Backends: 3 demo backends at {args.cost_us} us of CPU per query; "
-            f"6 dnsperf clients x 4 sockets x 500 outstanding for {args.seconds} s.",
+            f"6 dnsperf clients x 4 sockets, 50000 outstanding each, 1 s timeout for {args.seconds} s.",
             "",
             f"- offered: {sent} queries ({sent / args.seconds:.0f}/s); completed by dnsperf: {done} "
             f"({100.0 * done / max(sent, 1):.1f}%, SERVFAIL answers included)",
