@@ -66,9 +66,10 @@ impl Need {
 /// Number of buckets in [`Latency`].
 pub const LATENCY_BUCKETS: usize = 16;
 
-/// Forward latency (query in to answer out) of one backend: bucket `i`
-/// counts answers faster than `2^(i+5)` microseconds (the last bucket takes
-/// the rest), so 32 us .. 1 s are resolved to a factor of two.
+/// A histogram of durations: a backend's forward latency (query in to
+/// answer out) or heartbeat round trip.  Bucket `i` counts durations
+/// shorter than `2^(i+5)` microseconds (the last bucket takes the rest),
+/// so 32 us .. 1 s are resolved to a factor of two.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Latency {
     pub count: u64,
@@ -116,7 +117,11 @@ pub struct BackendStats {
     pub passive_faults: u64,
     /// Queries replayed to other backends after this one failed.
     pub replayed_away: u64,
+    /// Forward latency of its UDP answers.
     pub latency: Latency,
+    /// The round trip of its last heartbeat reply, in microseconds.
+    pub last_heartbeat_rtt_us: Option<u64>,
+    pub heartbeat_rtt: Latency,
 }
 
 /// One backend process, known by its socket path.

@@ -48,10 +48,15 @@ use crate::inflight::{self, InFlight, QueryKey, Unmatched};
 use crate::intake::{self, Refusal};
 use crate::link::{self, LinkEvent, OutQueue};
 use crate::remotes::{Choice, Remotes};
+use crate::stats::{
+    BackendView, Counters, RemoteView, STATS_QUEUE, STATS_VERSION, StatsHandle, StatsRequest,
+    Summary, WallClock,
+};
 use crate::synth;
 use crate::tcp_relay::{self, Session, SessionEvent};
 use crate::timeouts::Timeouts;
 use crate::udp_relay::{Datagram, RECV_CALLS, UdpCounters, UdpRelay};
+use crate::{metrics, stats_socket};
 
 /// The TCP listen backlog, as in the original: enough for a burst of
 /// resolvers retrying over TCP at once.
@@ -403,10 +408,23 @@ fn log_reassignment(log: &Logger, ip: &IpAddr, choice: &Choice) {
     }
 }
 
+/// Aborts the tasks serving stats and metrics when the loop ends (which
+/// removes the stats socket's file).
+struct ServiceTasks(Vec<AbortHandle>);
+
+impl Drop for ServiceTasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
 /// What woke the loop.
 enum Wake {
     Shutdown,
     Signal(Signal),
+    Stats(StatsRequest),
     Link(LinkEvent),
     Session(SessionEvent),
     Udp,
@@ -423,6 +441,29 @@ pub async fn run(
 ) -> io::Result<()> {
     let (link_tx, mut link_rx) = mpsc::channel(EVENT_QUEUE);
     let (session_tx, mut session_rx) = mpsc::channel(EVENT_QUEUE);
+    let (stats_tx, mut stats_rx) = mpsc::channel(STATS_QUEUE);
+    let stats = StatsHandle::new(stats_tx);
+    let mut services = ServiceTasks(Vec::new());
+    if let Some(path) = &config.stats_socket {
+        let socket = stats_socket::bind(path, config.stats_mode).inspect_err(|e| {
+            error!(log, "failed to create stats socket"; "path" => path.display().to_string(),
+                "strerror" => e.to_string());
+        })?;
+        services
+            .0
+            .push(stats_socket::spawn(socket, stats.clone(), log.clone()));
+    }
+    if let Some(addr) = config.metrics_addr {
+        let listener = metrics::bind(addr).map_err(|e| {
+            error!(log, "failed to bind metrics listener"; "address" => addr.to_string(),
+                "strerror" => e.to_string());
+            io::Error::new(e.kind(), format!("metrics listener {addr}: {e}"))
+        })?;
+        services
+            .0
+            .push(metrics::spawn(listener, stats.clone(), log.clone()));
+    }
+    drop(stats);
     let Listeners { udp, tcp } = listeners;
     let now = Instant::now();
     let inflight = InFlight::new(inflight::Limits {
@@ -479,6 +520,9 @@ pub async fn run(
             sig = signals.next() => Wake::Signal(sig),
             Some(ev) = link_rx.recv() => Wake::Link(ev),
             Some(ev) = session_rx.recv() => Wake::Session(ev),
+            // Each request is answered with a bounded copy (one page of
+            // remotes at most), so serving stats cannot stall traffic.
+            Some(req) = stats_rx.recv() => Wake::Stats(req),
             r = b.udp.readable(), if intake => match r {
                 Ok(()) => Wake::Udp,
                 Err(e) => return Err(e),
@@ -511,6 +555,7 @@ pub async fn run(
                 b.scan_socket_dir(Instant::now());
             }
             Wake::Signal(Signal::DumpCounters) => b.log_counters(),
+            Wake::Stats(req) => b.on_stats_request(req),
             Wake::Link(ev) => b.on_link_event(ev),
             Wake::Session(ev) => b.on_session_event(ev),
             Wake::Udp => b.udp_intake(),
@@ -525,6 +570,7 @@ pub async fn run(
         }
     }
     info!(b.log, "shutting down");
+    drop(services);
     Ok(())
 }
 
@@ -621,6 +667,51 @@ impl Balancer {
                 "latency_count" => s.latency.count,
                 "latency_avg_us" => s.latency.sum_us.checked_div(s.latency.count).unwrap_or(0),
                 "latency_max_us" => s.latency.max_us);
+        }
+    }
+
+    /// Answer a stats request with a copy of what it asks for.  An asker
+    /// that has gone away is no concern of the loop's.
+    fn on_stats_request(&self, req: StatsRequest) {
+        let clock = WallClock::now();
+        let remote_view = |ip: IpAddr, r: &crate::remotes::Remote| {
+            RemoteView::of(ip, r, |ms| self.remotes.seen_at(ms), &clock)
+        };
+        match req {
+            StatsRequest::Summary(reply) => {
+                let _ = reply.send(Summary {
+                    version: STATS_VERSION,
+                    pid: std::process::id(),
+                    started_ms: clock.unix_ms(self.started),
+                    now_ms: clock.unix_ms(Instant::now()),
+                    remotes_tracked: self.remotes.len(),
+                    inflight: self.inflight.len(),
+                    tcp_sessions_open: self.open_sessions(),
+                    draining: self.draining,
+                    counters: Counters::of(&self.udp_counters, &self.tcp_counters),
+                    backends: self
+                        .backends
+                        .iter()
+                        .map(|be| BackendView::of(be, self.inflight.count_for(be.id) as usize))
+                        .collect(),
+                });
+            }
+            StatsRequest::Remotes {
+                after,
+                limit,
+                reply,
+            } => {
+                let page = self
+                    .remotes
+                    .after(after)
+                    .take(limit)
+                    .map(|(ip, r)| remote_view(*ip, r))
+                    .collect();
+                let _ = reply.send(page);
+            }
+            StatsRequest::Remote { ip, reply } => {
+                let _ = reply.send(self.remotes.get(&ip).map(|r| remote_view(ip, r)));
+            }
         }
     }
 
@@ -781,9 +872,12 @@ impl Balancer {
             };
             // If the new backend's queue is full, the query meets its
             // deadline like any other unanswered one.
-            let _ = link.queue.push(&[frame]);
+            let sent = link.queue.push(&[frame]).is_ok();
             replayed += 1;
             if let Some(be) = self.backends.get_mut(to) {
+                if sent {
+                    be.stats.udp += 1;
+                }
                 be.unanswered_since.get_or_insert(now);
             }
         }
@@ -991,8 +1085,12 @@ impl Balancer {
                     be.probing = false;
                     be.unanswered_since = (self.inflight.count_for(id) > 0).then_some(now);
                 }
+                let rtt = now.saturating_duration_since(sent);
+                be.stats.heartbeat_rtt.record(rtt);
+                be.stats.last_heartbeat_rtt_us =
+                    Some(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX));
                 trace!(self.backend_log(id), "received heartbeat reply";
-                    "rtt_us" => now.saturating_duration_since(sent).as_micros() as u64);
+                    "rtt_us" => rtt.as_micros() as u64);
                 self.timeouts.clear(TimerKey::HeartbeatTimeout(id));
                 self.timeouts.set(
                     TimerKey::HeartbeatSend(id),

@@ -6,7 +6,7 @@
 //! [`CliError`] whose message names the flag and the value; `main` prints it
 //! and exits 1, as the original did.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,6 +38,12 @@ pub struct Config {
     /// Bounds of the in-flight table.
     pub max_inflight: usize,
     pub max_inflight_per_backend: u32,
+    /// `-S PATH`: the stats socket ([`crate::stats`]), if any.
+    pub stats_socket: Option<PathBuf>,
+    /// `--stats-mode`: the stats socket's permission bits.
+    pub stats_mode: u32,
+    /// `--metrics ADDR:PORT`: where Prometheus metrics are served, if at all.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// `--on-timeout`: what a client gets when its query times out.
@@ -75,6 +81,9 @@ pub const DEFAULT_SYNTH_RATE: u32 = 10;
 /// descriptors; this keeps well inside a default limit of 4096.
 pub const DEFAULT_MAX_TCP_SESSIONS: usize = 1000;
 
+/// The stats socket is for the owner alone unless `--stats-mode` widens it.
+pub const DEFAULT_STATS_MODE: u32 = 0o600;
+
 impl Config {
     /// A configuration with the original's defaults for `socket_dir`.
     pub fn new(socket_dir: PathBuf) -> Self {
@@ -91,6 +100,9 @@ impl Config {
             synth_rate: DEFAULT_SYNTH_RATE,
             max_inflight: DEFAULT_MAX_INFLIGHT,
             max_inflight_per_backend: DEFAULT_MAX_INFLIGHT_PER_BACKEND,
+            stats_socket: None,
+            stats_mode: DEFAULT_STATS_MODE,
+            metrics_addr: None,
         }
     }
 }
@@ -209,6 +221,24 @@ fn options() -> Options {
         "LEVEL",
     );
     o.optflag("h", "help", "print this help");
+    o.optopt(
+        "S",
+        "",
+        "stats socket (AF_UNIX) answering JSON snapshots; read it with balstat",
+        "PATH",
+    );
+    o.optopt(
+        "",
+        "stats-mode",
+        "stats socket permissions, octal: 600 (default) or 660 for a group",
+        "MODE",
+    );
+    o.optopt(
+        "",
+        "metrics",
+        "serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics",
+        "ADDR:PORT",
+    );
     // Timers may be given more than once; the last wins, so a wrapper
     // script's defaults can be overridden on its command line.
     for (name, help, _) in TIMER_FLAGS {
@@ -266,6 +296,20 @@ pub fn usage() -> String {
          DNS load balancer for node-mname backends on AF_UNIX sockets in DIR.\n\
          DURATION is seconds (5, 0.5) or has a unit (250ms, 5s, 2m, 1h).",
     )
+}
+
+/// Whether `path` names an entry of `dir` (or deeper), comparing the
+/// canonical directory of `path` where it exists, so `./x/../dir/s` is
+/// caught as well as `dir/s`.
+fn inside_dir(path: &std::path::Path, dir: &std::path::Path) -> bool {
+    let canonical =
+        |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let dir = canonical(dir);
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => canonical(p),
+        _ => canonical(std::path::Path::new(".")),
+    };
+    parent.starts_with(&dir)
 }
 
 /// Parse a bunyan level name or number.
@@ -392,6 +436,35 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
         .map_err(|_| CliError("invalid count for --max-inflight-per-backend".into()))?;
     c.synth_rate =
         u32::try_from(synth_rate).map_err(|_| CliError("invalid count for --synth-rate".into()))?;
+    if let Some(path) = m.opt_str("S") {
+        let path = PathBuf::from(path);
+        if inside_dir(&path, &c.socket_dir) {
+            return Err(CliError(format!(
+                "stats socket {} is inside the backend socket directory {}: \
+                 every entry there is taken for a backend",
+                path.display(),
+                c.socket_dir.display()
+            )));
+        }
+        c.stats_socket = Some(path);
+    }
+    if let Some(v) = m.opt_str("stats-mode") {
+        c.stats_mode = u32::from_str_radix(&v, 8)
+            .ok()
+            .filter(|mode| *mode & !0o777 == 0 && *mode & 0o600 == 0o600 && *mode & 0o007 == 0)
+            .ok_or_else(|| {
+                CliError(format!(
+                    "invalid --stats-mode \"{v}\" (octal; owner read-write, no access for others: 600, 640, 660)"
+                ))
+            })?;
+    }
+    if let Some(v) = m.opt_str("metrics") {
+        c.metrics_addr = Some(v.parse().map_err(|_| {
+            CliError(format!(
+                "invalid address for --metrics: \"{v}\" (ADDR:PORT, [V6ADDR]:PORT)"
+            ))
+        })?);
+    }
     Ok(Command::Run(Box::new(c)))
 }
 

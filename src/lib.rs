@@ -19,6 +19,9 @@
 //! - [`udp_relay`], [`tcp_relay`]: moving client traffic; [`mmsg`]: batched
 //!   datagram system calls.
 //! - [`cli`], [`logging`]: the command line and bunyan logs.
+//! - [`stats`]: snapshots of the loop's state, asked for by
+//!   [`stats_socket`] (`-S`, read by `balstat`) and [`metrics`]
+//!   (`--metrics`, Prometheus).
 //! - [`listener`]: the backend side of the protocol, for writing backends in
 //!   Rust; [`demo_zone`] answers from a tiny built-in zone on top of it.
 
@@ -32,8 +35,11 @@ pub mod intake;
 pub mod link;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod mmsg;
 pub mod remotes;
+pub mod stats;
+pub mod stats_socket;
 pub mod synth;
 pub mod sys;
 pub mod tcp_relay;

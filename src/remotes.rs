@@ -238,6 +238,14 @@ impl Remotes {
         self.map.iter()
     }
 
+    /// Remotes in address order after `after` (from the first if `None`):
+    /// the pages of a stats dump, which may span changes to the table.
+    pub fn after(&self, after: Option<IpAddr>) -> impl Iterator<Item = (&IpAddr, &Remote)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        self.map.range((from, Unbounded))
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -1,0 +1,364 @@
+//! STATS SOCKET
+//!
+//! `-S PATH` makes the balancer answer questions about itself on an
+//! AF_UNIX stream socket: one request line per connection, one JSON
+//! document back, then the connection is closed.  `balstat` is its client;
+//! the format is specified in docs/stats.md.
+//!
+//! The socket is served by its own tasks, never by the event loop: they ask
+//! the loop for copies ([`StatsHandle`]) and do the serializing and writing
+//! themselves.  A full dump asks for the remotes a page at a time, so a
+//! million of them are streamed rather than built whole, and a client that
+//! stops reading stops only its own dump: each write must make progress
+//! within [`WRITE_TIMEOUT`] or the client is cut off, and at most
+//! [`MAX_CLIENTS`] are served at once.
+//!
+//! The socket is private (mode 0600 unless `--stats-mode` widens it): it is
+//! bound under a temporary name, given its mode, then renamed into place,
+//! so it is never reachable with looser permissions.  A stale socket file
+//! left by a dead balancer is replaced; a live one, or a file that is not a
+//! socket, is an error.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use slog::{Logger, debug, info, warn};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
+
+use crate::backends::BackendId;
+use crate::stats::{STATS_VERSION, StatsHandle};
+
+/// Stats clients served at once; more are told "busy".
+pub const MAX_CLIENTS: usize = 8;
+
+/// A request line must arrive this soon after connecting.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Each write of a response must complete this soon, or the client is cut
+/// off: a client that stops reading cannot hold a dump open.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest request line accepted.
+const MAX_REQUEST: usize = 256;
+
+/// Remotes asked of the loop per page (at most
+/// [`crate::stats::MAX_REMOTES_PAGE`]).
+const PAGE: usize = 1024;
+
+/// A bound stats socket; removes its file when dropped.
+pub struct StatsSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for StatsSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Bind the stats socket at `path` with permission bits `mode`.
+pub fn bind(path: &Path, mode: u32) -> io::Result<StatsSocket> {
+    let err = |e: io::Error, what: &str| {
+        io::Error::new(
+            e.kind(),
+            format!("stats socket {}: {what}: {e}", path.display()),
+        )
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "stats socket {}: another process is serving it",
+                        path.display()
+                    ),
+                ));
+            }
+            // Stale: replaced by the rename below.
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "stats socket {}: exists and is not a socket",
+                    path.display()
+                ),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e, "cannot examine")),
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| err(io::ErrorKind::InvalidInput.into(), "not a file name"))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let std_listener =
+        std::os::unix::net::UnixListener::bind(&tmp).map_err(|e| err(e, "cannot bind"))?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e, "cannot put in place"));
+    }
+    let listener = std_listener
+        .set_nonblocking(true)
+        .and_then(|()| UnixListener::from_std(std_listener))
+        .map_err(|e| err(e, "cannot listen"))?;
+    Ok(StatsSocket {
+        listener,
+        path: path.to_path_buf(),
+    })
+}
+
+/// Serve `socket` until the returned task is aborted (the socket file is
+/// removed then).
+pub fn spawn(socket: StatsSocket, stats: StatsHandle, log: Logger) -> AbortHandle {
+    info!(log, "stats socket listening"; "path" => socket.path.display().to_string());
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    tokio::spawn(async move {
+        loop {
+            let conn = match socket.listener.accept().await {
+                Ok((conn, _)) => conn,
+                Err(e) => {
+                    warn!(log, "stats socket accept failed"; "strerror" => e.to_string());
+                    // Out of descriptors, say: do not spin on the error.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let stats = stats.clone();
+            let log = log.clone();
+            match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = serve(conn, &stats).await {
+                            debug!(log, "stats client cut off"; "cause" => e.to_string());
+                        }
+                        drop(slot);
+                    });
+                }
+                Err(_) => {
+                    // One non-blocking try: a refusal must not become a
+                    // task per connection of a flood.
+                    if let Ok(mut busy) = serde_json::to_vec(&Failure::new("busy")) {
+                        busy.push(b'\n');
+                        let _ = conn.try_write(&busy);
+                    }
+                }
+            }
+        }
+    })
+    .abort_handle()
+}
+
+/// What a client may ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Counters, backends and every remote.
+    Snapshot,
+    /// Counters and backends.
+    Summary,
+    Backend(BackendId),
+    Remote(IpAddr),
+}
+
+impl Request {
+    pub fn parse(line: &str) -> Result<Request, String> {
+        let mut words = line.split_whitespace();
+        let request = match (words.next(), words.next()) {
+            (None | Some("snapshot"), None) => Request::Snapshot,
+            (Some("summary"), None) => Request::Summary,
+            (Some("backend"), Some(id)) => Request::Backend(
+                id.parse()
+                    .map_err(|_| format!("invalid backend id \"{id}\""))?,
+            ),
+            (Some("remote"), Some(ip)) => Request::Remote(
+                ip.parse()
+                    .map_err(|_| format!("invalid IP address \"{ip}\""))?,
+            ),
+            _ => return Err(format!("unknown request \"{}\"", line.trim())),
+        };
+        match words.next() {
+            None => Ok(request),
+            Some(extra) => Err(format!("unexpected \"{extra}\" in request")),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Failure<'a> {
+    version: u32,
+    error: &'a str,
+}
+
+impl<'a> Failure<'a> {
+    fn new(error: &'a str) -> Self {
+        Failure {
+            version: STATS_VERSION,
+            error,
+        }
+    }
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what.to_string())
+}
+
+async fn write_timed(conn: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> io::Result<()> {
+    tokio::time::timeout(WRITE_TIMEOUT, conn.write_all(bytes))
+        .await
+        .map_err(|_| timed_out("client not reading"))?
+}
+
+async fn write_json(conn: &mut (impl AsyncWrite + Unpin), v: &impl Serialize) -> io::Result<()> {
+    let mut bytes = serde_json::to_vec(v).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    write_timed(conn, &bytes).await?;
+    conn.shutdown().await
+}
+
+async fn serve(conn: UnixStream, stats: &StatsHandle) -> io::Result<()> {
+    let (read, mut write) = conn.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
+    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .map_err(|_| timed_out("no request"))??;
+    let request = match Request::parse(&line) {
+        Ok(r) => r,
+        Err(e) => return write_json(&mut write, &Failure::new(&e)).await,
+    };
+    let gone = || io::Error::other("balancer stopping");
+    match request {
+        Request::Summary => {
+            let summary = stats.summary().await.ok_or_else(gone)?;
+            write_json(&mut write, &summary).await
+        }
+        Request::Backend(id) => {
+            let summary = stats.summary().await.ok_or_else(gone)?;
+            match summary.backends.iter().find(|b| b.id == id) {
+                Some(backend) => {
+                    #[derive(Serialize)]
+                    struct One<'a, T> {
+                        version: u32,
+                        backend: &'a T,
+                    }
+                    write_json(
+                        &mut write,
+                        &One {
+                            version: STATS_VERSION,
+                            backend,
+                        },
+                    )
+                    .await
+                }
+                None => write_json(&mut write, &Failure::new(&format!("no backend {id}"))).await,
+            }
+        }
+        Request::Remote(ip) => match stats.remote(ip).await.ok_or_else(gone)? {
+            Some(remote) => {
+                #[derive(Serialize)]
+                struct One<T> {
+                    version: u32,
+                    remote: T,
+                }
+                write_json(
+                    &mut write,
+                    &One {
+                        version: STATS_VERSION,
+                        remote,
+                    },
+                )
+                .await
+            }
+            None => write_json(&mut write, &Failure::new(&format!("no remote {ip}"))).await,
+        },
+        Request::Snapshot => {
+            let summary = stats.summary().await.ok_or_else(gone)?;
+            // The summary's object, left open for the remotes.
+            let mut buf = serde_json::to_vec(&summary).map_err(io::Error::other)?;
+            if buf.pop() != Some(b'}') {
+                return Err(io::Error::other("summary is not a JSON object"));
+            }
+            buf.extend_from_slice(b",\"remotes\":[");
+            let mut after = None;
+            let mut first = true;
+            loop {
+                let page = stats.remotes(after, PAGE).await.ok_or_else(gone)?;
+                for r in &page {
+                    if !first {
+                        buf.push(b',');
+                    }
+                    first = false;
+                    serde_json::to_writer(&mut buf, r).map_err(io::Error::other)?;
+                }
+                write_timed(&mut write, &buf).await?;
+                buf.clear();
+                match page.last() {
+                    Some(last) if page.len() == PAGE => after = Some(last.ip),
+                    _ => break,
+                }
+            }
+            write_timed(&mut write, b"]}\n").await?;
+            write.shutdown().await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse() {
+        assert_eq!(Request::parse("\n"), Ok(Request::Snapshot));
+        assert_eq!(Request::parse("snapshot\n"), Ok(Request::Snapshot));
+        assert_eq!(Request::parse("summary"), Ok(Request::Summary));
+        assert_eq!(Request::parse("backend 5301\n"), Ok(Request::Backend(5301)));
+        assert_eq!(
+            Request::parse("remote ::1"),
+            Ok(Request::Remote("::1".parse().unwrap()))
+        );
+        assert!(Request::parse("backend x").is_err());
+        assert!(Request::parse("remote 1.2.3").is_err());
+        assert!(Request::parse("summary please").is_err());
+        assert!(Request::parse("GET / HTTP/1.0").is_err());
+    }
+
+    #[tokio::test]
+    async fn socket_is_private_and_stale_file_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stats.sock");
+        // A stale socket: bound, then its listener dropped.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let sock = bind(&path, 0o600).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A live one is not taken over.
+        assert_eq!(
+            bind(&path, 0o600).err().map(|e| e.kind()),
+            Some(io::ErrorKind::AddrInUse)
+        );
+        drop(sock);
+        assert!(!path.exists());
+        // Nor is a file that is not a socket.
+        std::fs::write(&path, b"keep me").unwrap();
+        assert!(bind(&path, 0o600).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+    }
+}
