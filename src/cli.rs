@@ -557,6 +557,37 @@ mod tests {
     }
 
     #[test]
+    fn stats_and_metrics_flags() {
+        let c = run("-s /d -S /run/stats.sock --metrics 127.0.0.1:9153", None).unwrap();
+        assert_eq!(c.stats_socket, Some(PathBuf::from("/run/stats.sock")));
+        assert_eq!(c.stats_mode, 0o600);
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9153".parse().unwrap()));
+        assert_eq!(
+            run("-s /d --stats-mode 660", None).unwrap().stats_mode,
+            0o660
+        );
+        assert_eq!(
+            run("-s /d --metrics [::1]:0", None)
+                .unwrap()
+                .metrics_addr
+                .map(|a| a.port()),
+            Some(0)
+        );
+        let e = |s: &str| run(s, None).unwrap_err().0;
+        assert!(e("-s /d -S /d/stats.sock").contains("inside the backend socket directory"));
+        assert!(e("-s /d -S /d/sub/stats.sock").contains("inside the backend socket directory"));
+        assert!(e("-s /d/ -S /d/../d/stats.sock").contains("inside the backend socket directory"));
+        for mode in ["666", "644", "400", "rw", "1600"] {
+            assert!(
+                e(&format!("-s /d --stats-mode {mode}")).contains("--stats-mode"),
+                "{mode}"
+            );
+        }
+        assert!(e("-s /d --metrics 9153").contains("--metrics"));
+        assert!(e("-s /d --metrics localhost:9153").contains("--metrics"));
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("5"), Some(Duration::from_secs(5)));
         assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
