@@ -19,12 +19,14 @@
 //! - [`udp_relay`], [`tcp_relay`]: moving client traffic; [`mmsg`]: batched
 //!   datagram system calls.
 //! - [`cli`], [`logging`]: the command line and bunyan logs.
+//! - [`activation`]: systemd socket activation and readiness (sd_notify).
 //! - [`stats`]: snapshots of the loop's state, asked for by
 //!   [`stats_socket`] (`-S`, read by `balstat`) and [`metrics`]
 //!   (`--metrics`, Prometheus).
 //! - [`listener`]: the backend side of the protocol, for writing backends in
 //!   Rust; [`demo_zone`] answers from a tiny built-in zone on top of it.
 
+pub mod activation;
 pub mod backends;
 pub mod balancer;
 pub mod cli;

@@ -1,12 +1,17 @@
-//! The `mname-balancer` binary: parse the command line, start logging, bind
-//! the listeners and run the event loop on a current-thread runtime until
-//! SIGINT or SIGTERM (see [`mname_balancer::balancer`] for the signals).
-//! All logic lives in the library.
+//! The `mname-balancer` binary: parse the command line, start logging, take
+//! the sockets systemd passed (socket activation) or bind the listeners,
+//! tell the service manager when it serves and when it stops (sd_notify),
+//! and run the event loop on a current-thread runtime until SIGINT or
+//! SIGTERM (see [`mname_balancer::balancer`] for the signals and
+//! [`mname_balancer::activation`] for systemd).  All logic lives in the
+//! library.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use mname_balancer::{balancer, cli, logging};
-use slog::{error, info};
+use mname_balancer::{activation, balancer, cli, logging};
+use slog::{Logger, error, info};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +30,16 @@ fn main() -> ExitCode {
     };
     let log = logging::stdout_logger(config.log_level);
     info!(log, "starting up");
+    // SAFETY: no other thread exists yet: the runtime is built below and the
+    // logger writes from this thread.
+    let inherited = match unsafe { activation::take_from_env() } {
+        Ok(i) => i,
+        Err(e) => {
+            error!(log, "invalid inherited sockets"; "error" => e.to_string());
+            eprintln!("mname-balancer: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -36,10 +51,24 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let listeners = balancer::bind(&config, &log)?;
+        let listeners = match inherited {
+            Some(sockets) => sockets.into_listeners(&config, &log)?,
+            None => balancer::bind(&config, &log)?,
+        };
+        let status = activation::serving_status(&listeners, &config.socket_dir);
+        let stopping = watch_for_stop(&log);
+        // Spawned tasks first run when the loop below first waits, that is
+        // after its first directory scan, with its signal handlers in place:
+        // READY=1 then means "serving".
+        let ready_log = log.clone();
+        tokio::spawn(async move { activation::notify_ready(&status, &ready_log) });
         // Signals are handled inside the loop (drain on the first SIGTERM,
         // exit on the second), so no extra shutdown trigger is needed.
-        balancer::run(config, log.clone(), listeners, std::future::pending()).await
+        let result = balancer::run(config, log.clone(), listeners, std::future::pending()).await;
+        if !stopping.swap(true, Ordering::SeqCst) {
+            activation::notify_stopping("exiting", &log);
+        }
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,4 +77,31 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Send STOPPING=1 when the first SIGTERM or SIGINT arrives, as the loop
+/// starts to drain (the loop has its own handlers; every handler hears each
+/// signal).  The flag tells whether it was sent.
+fn watch_for_stop(log: &Logger) -> Arc<AtomicBool> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let sent = Arc::new(AtomicBool::new(false));
+    // Installed now, before the loop runs, so that no signal is missed.
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return sent;
+    };
+    let flag = sent.clone();
+    let log = log.clone();
+    tokio::spawn(async move {
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        if !flag.swap(true, Ordering::SeqCst) {
+            activation::notify_stopping(&format!("draining ({which})"), &log);
+        }
+    });
+    sent
 }
