@@ -242,14 +242,20 @@ fn ready_once_serving_and_stopping_on_sigterm() {
 fn no_notify_socket_no_notification() {
     // Without NOTIFY_SOCKET the balancer starts and stops as ever.
     let dir = sockdir();
-    let mut bal = Balancer::start(dir.path(), &[]);
-    bal.proc.signal(libc::SIGTERM);
-    assert_eq!(bal.proc.wait_exit(), Some(0));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mname-balancer"));
+    cmd.args(["-b", "127.0.0.1", "-p", "0", "-s"])
+        .arg(dir.path())
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LOG_LEVEL");
+    let mut bal = Proc::spawn("balancer", cmd);
+    bal.wait_for("listening for TCP packets", |_| true);
+    bal.signal(libc::SIGTERM);
+    assert_eq!(bal.wait_exit(), Some(0));
+    assert_eq!(bal.stderr_text(), "");
     assert_eq!(
-        bal.proc
-            .count("cannot notify the service manager (NOTIFY_SOCKET)", |_| {
-                true
-            }),
+        bal.count("cannot notify the service manager (NOTIFY_SOCKET)", |_| {
+            true
+        }),
         0
     );
 }
