@@ -5,22 +5,29 @@
 //! Reports, as the table grows: memory per tracked remote (RSS growth over
 //! the table size), the balancer's CPU per query and a probe client's
 //! round-trip (the lookup cost); then waits for the remotes to expire and
-//! reports RSS against the starting baseline.
+//! reports RSS against the starting baseline.  The table's size is read
+//! from the stats socket at every step, so a figure is never taken over
+//! remotes that were dropped or had already expired.  The baseline is taken
+//! after a warm-up of WARMUP remotes has come and gone, so that it includes
+//! the code pages every later phase touches too.
 //!
 //!     cargo bench --bench remotes_scale                 # 1,000,000 remotes
 //!     REMOTES=100000 cargo bench --bench remotes_scale  # quicker
 //!
 //! Not a test: it prints figures; targets are judged by a person.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PORT: u16 = 15980;
 const QUERIES_PER_REMOTE: usize = 2;
 const STEP: u32 = 100_000;
-const EXPIRY_SECS: u64 = 15;
+/// Longer than filling the table takes (1M remotes at 50k/s: 20 s).
+const EXPIRY_SECS: u64 = 40;
+const WARMUP: u32 = 20_000;
 
 struct Procs(Vec<Child>);
 
@@ -62,6 +69,57 @@ fn cpu_ticks(pid: u32) -> u64 {
         .map(|x| x.parse().unwrap_or(0))
         .collect();
     f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+/// Remotes the balancer tracks now, from its stats socket.
+fn tracked(stats: &std::path::Path) -> u64 {
+    let Ok(mut s) = UnixStream::connect(stats) else {
+        return 0;
+    };
+    let mut doc = Vec::new();
+    if s.write_all(b"summary\n").is_err() || s.read_to_end(&mut doc).is_err() {
+        return 0;
+    }
+    serde_json::from_slice::<serde_json::Value>(&doc)
+        .ok()
+        .and_then(|v| v["remotes_tracked"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Wait (bounded) until the balancer tracks at most `n` remotes.
+fn wait_tracked_at_most(stats: &std::path::Path, n: u64, within: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if tracked(stats) <= n {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    false
+}
+
+/// Send QUERIES_PER_REMOTE queries from each of the addresses
+/// `first..first+n`, paced at about 100k queries/s so that the balancer's
+/// socket buffer does not overflow and every address becomes a remote.
+/// `at_step` runs after every STEP addresses with the number sent so far.
+fn send_from(first: u32, n: u32, to: SocketAddr, mut at_step: impl FnMut(u32)) {
+    let q = query(7);
+    let start = Instant::now();
+    for i in 0..n {
+        let s = UdpSocket::bind((client(first + i), 0)).unwrap();
+        for _ in 0..QUERIES_PER_REMOTE {
+            let _ = s.send_to(&q, to);
+        }
+        if i % 1000 == 999 {
+            let due = Duration::from_micros(u64::from(i + 1) * QUERIES_PER_REMOTE as u64 * 10);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        if (i + 1) % STEP == 0 || i + 1 == n {
+            at_step(i + 1);
+        }
+    }
 }
 
 fn query(id: u16) -> Vec<u8> {
@@ -106,11 +164,13 @@ fn main() {
         .prefix("mnbscale")
         .tempdir_in("/tmp")
         .unwrap();
+    let stats = dir.path().join("stats.sock");
+    std::fs::create_dir(dir.path().join("sockets")).unwrap();
     let mut procs = Procs(Vec::new());
     for id in ["5300", "5301", "5302"] {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mname-demo-backend"))
             .arg("-s")
-            .arg(dir.path().join(id))
+            .arg(dir.path().join("sockets").join(id))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -120,7 +180,7 @@ fn main() {
             .unwrap();
         procs.0.push(c);
     }
-    let mut bal = Command::new(env!("CARGO_BIN_EXE_mname-balancer"))
+    let bal = Command::new(env!("CARGO_BIN_EXE_mname-balancer"))
         .args([
             "-b",
             "127.0.0.1",
@@ -130,7 +190,9 @@ fn main() {
             "warn",
             "-s",
         ])
-        .arg(dir.path())
+        .arg(dir.path().join("sockets"))
+        .arg("-S")
+        .arg(dir.path().join("stats.sock"))
         .args([
             "--remote-expiry",
             &EXPIRY_SECS.to_string(),
@@ -142,6 +204,8 @@ fn main() {
         .spawn()
         .unwrap();
     let pid = bal.id();
+    // Killed with the backends, also if the benchmark panics.
+    procs.0.push(bal);
     let to = SocketAddr::from(([127, 0, 0, 1], PORT));
     let probe = UdpSocket::bind("127.0.0.2:0").unwrap();
     probe
@@ -160,57 +224,56 @@ fn main() {
         }
         assert!(Instant::now() < deadline, "balancer did not come up");
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let base = rss_kib(pid);
-    println!("remotes scale: {n} client addresses, {QUERIES_PER_REMOTE} queries each");
+    // Warm-up: a few remotes come and go, so that the baseline includes
+    // the pages that tracking and expiring remotes touch.
     println!(
-        "baseline RSS {base} KiB; probe round trip {:.0} us",
+        "remotes scale: {n} client addresses, {QUERIES_PER_REMOTE} queries each (warm-up: {WARMUP}, expiry {EXPIRY_SECS} s)"
+    );
+    send_from(0x00f0_0000, WARMUP, to, |_| {});
+    let warm_gone = wait_tracked_at_most(&stats, 1, Duration::from_secs(EXPIRY_SECS + 30));
+    // The probe's own remote stays: it is used at every step.
+    let _ = probe_rtt(&probe, to);
+    let base = rss_kib(pid);
+    let (base_anon, _) = rss_split(pid);
+    println!(
+        "baseline RSS {base} KiB (anon {base_anon}) after the warm-up expired ({}); probe round trip {:.0} us",
+        if warm_gone {
+            "all gone"
+        } else {
+            "NOT all gone"
+        },
         probe_rtt(&probe, to)
     );
     println!(
-        "{:>9} {:>10} {:>14} {:>12} {:>12}",
-        "remotes", "RSS KiB", "bytes/remote", "CPU us/q", "probe us"
+        "{:>9} {:>9} {:>10} {:>14} {:>12} {:>12}",
+        "sent", "tracked", "RSS KiB", "bytes/remote", "CPU us/q", "probe us"
     );
-    let q = query(7);
-    let mut sent_at_step = 0u64;
     let mut ticks_at_step = cpu_ticks(pid);
-    let start = Instant::now();
-    for i in 0..n {
-        let s = UdpSocket::bind((client(i), 0)).unwrap();
-        for _ in 0..QUERIES_PER_REMOTE {
-            let _ = s.send_to(&q, to);
-        }
-        sent_at_step += QUERIES_PER_REMOTE as u64;
-        // Pace to about 100k queries/s so the balancer's socket buffer does
-        // not overflow and every address becomes a remote.
-        if i % 1000 == 999 {
-            let due = Duration::from_micros(u64::from(i + 1) * QUERIES_PER_REMOTE as u64 * 10);
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
-        if (i + 1) % STEP == 0 || i + 1 == n {
-            std::thread::sleep(Duration::from_millis(300));
-            let rss = rss_kib(pid);
-            let ticks = cpu_ticks(pid);
-            let us_per_q = (ticks - ticks_at_step) as f64 * 10_000.0 / sent_at_step as f64;
-            println!(
-                "{:>9} {:>10} {:>14.0} {:>12.2} {:>12.0}",
-                i + 1,
-                rss,
-                (rss.saturating_sub(base) * 1024) as f64 / f64::from(i + 1),
-                us_per_q,
-                probe_rtt(&probe, to)
-            );
-            sent_at_step = 0;
-            ticks_at_step = ticks;
-        }
-    }
+    let mut sent_at_step = 0u32;
+    send_from(0, n, to, |sent| {
+        std::thread::sleep(Duration::from_millis(300));
+        let rss = rss_kib(pid);
+        let ticks = cpu_ticks(pid);
+        let table = tracked(&stats).saturating_sub(1);
+        let queries = u64::from(sent - sent_at_step) * QUERIES_PER_REMOTE as u64;
+        let us_per_q = (ticks - ticks_at_step) as f64 * 10_000.0 / queries as f64;
+        println!(
+            "{:>9} {:>9} {:>10} {:>14.0} {:>12.2} {:>12.0}",
+            sent,
+            table,
+            rss,
+            (rss.saturating_sub(base) * 1024) as f64 / table.max(1) as f64,
+            us_per_q,
+            probe_rtt(&probe, to)
+        );
+        sent_at_step = sent;
+        ticks_at_step = ticks;
+    });
     let peak = rss_kib(pid);
     // Every remote (the probe's too) now expires EXPIRY_SECS after its
     // last query; the sweep runs every second.
     let quiet = Instant::now();
-    std::thread::sleep(Duration::from_secs(EXPIRY_SECS + 3));
+    let gone = wait_tracked_at_most(&stats, 0, Duration::from_secs(EXPIRY_SECS + 30));
     let mut last = rss_kib(pid);
     while quiet.elapsed() < Duration::from_secs(EXPIRY_SECS + 30) {
         std::thread::sleep(Duration::from_secs(1));
@@ -222,9 +285,13 @@ fn main() {
     }
     let (anon, file) = rss_split(pid);
     println!(
-        "peak RSS {peak} KiB; after expiry {last} KiB (anon {anon}, file {file}) = {:.1}% of the {base} KiB baseline",
-        100.0 * last as f64 / base as f64
+        "peak RSS {peak} KiB; after expiry ({}) {last} KiB (anon {anon}, file {file}) = {:.1}% of the {base} KiB baseline (anon {:.1}% of {base_anon})",
+        if gone {
+            "table empty"
+        } else {
+            "table NOT empty"
+        },
+        100.0 * last as f64 / base as f64,
+        100.0 * anon as f64 / base_anon.max(1) as f64
     );
-    let _ = bal.kill();
-    let _ = bal.wait();
 }

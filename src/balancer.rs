@@ -48,6 +48,7 @@ use crate::inflight::{self, InFlight, QueryKey, Unmatched};
 use crate::intake::{self, Refusal};
 use crate::link::{self, LinkEvent, OutQueue};
 use crate::remotes::{Choice, Remotes};
+use crate::sidecar::Sidecar;
 use crate::stats::{
     BackendView, Counters, RemoteView, STATS_QUEUE, STATS_VERSION, StatsHandle, StatsRequest,
     Summary, WallClock,
@@ -408,18 +409,6 @@ fn log_reassignment(log: &Logger, ip: &IpAddr, choice: &Choice) {
     }
 }
 
-/// Aborts the tasks serving stats and metrics when the loop ends (which
-/// removes the stats socket's file).
-struct ServiceTasks(Vec<AbortHandle>);
-
-impl Drop for ServiceTasks {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
-    }
-}
-
 /// What woke the loop.
 enum Wake {
     Shutdown,
@@ -443,27 +432,25 @@ pub async fn run(
     let (session_tx, mut session_rx) = mpsc::channel(EVENT_QUEUE);
     let (stats_tx, mut stats_rx) = mpsc::channel(STATS_QUEUE);
     let stats = StatsHandle::new(stats_tx);
-    let mut services = ServiceTasks(Vec::new());
-    if let Some(path) = &config.stats_socket {
-        let socket = stats_socket::bind(path, config.stats_mode).inspect_err(|e| {
-            error!(log, "failed to create stats socket"; "path" => path.display().to_string(),
+    let stats_socket = match &config.stats_socket {
+        Some(path) => Some(
+            stats_socket::bind(path, config.stats_mode).inspect_err(|e| {
+                error!(log, "failed to create stats socket"; "path" => path.display().to_string(),
                 "strerror" => e.to_string());
-        })?;
-        services
-            .0
-            .push(stats_socket::spawn(socket, stats.clone(), log.clone()));
-    }
-    if let Some(addr) = config.metrics_addr {
-        let listener = metrics::bind(addr).map_err(|e| {
+            })?,
+        ),
+        None => None,
+    };
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(metrics::bind(addr).map_err(|e| {
             error!(log, "failed to bind metrics listener"; "address" => addr.to_string(),
                 "strerror" => e.to_string());
             io::Error::new(e.kind(), format!("metrics listener {addr}: {e}"))
-        })?;
-        services
-            .0
-            .push(metrics::spawn(listener, stats.clone(), log.clone()));
-    }
-    drop(stats);
+        })?),
+        None => None,
+    };
+    // Serializing for stats and metrics happens on the sidecar's thread.
+    let sidecar = Sidecar::start(stats_socket, metrics_listener, stats, log.clone())?;
     let Listeners { udp, tcp } = listeners;
     let now = Instant::now();
     let inflight = InFlight::new(inflight::Limits {
@@ -570,7 +557,8 @@ pub async fn run(
         }
     }
     info!(b.log, "shutting down");
-    drop(services);
+    drop(stats_rx);
+    drop(sidecar);
     Ok(())
 }
 

@@ -22,7 +22,7 @@
 //! - [`activation`]: systemd socket activation and readiness (sd_notify).
 //! - [`stats`]: snapshots of the loop's state, asked for by
 //!   [`stats_socket`] (`-S`, read by `balstat`) and [`metrics`]
-//!   (`--metrics`, Prometheus).
+//!   (`--metrics`, Prometheus), which run on the [`sidecar`] thread.
 //! - [`listener`]: the backend side of the protocol, for writing backends in
 //!   Rust; [`demo_zone`] answers from a tiny built-in zone on top of it.
 
@@ -40,6 +40,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mmsg;
 pub mod remotes;
+pub mod sidecar;
 pub mod stats;
 pub mod stats_socket;
 pub mod synth;

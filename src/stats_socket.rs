@@ -53,9 +53,11 @@ const MAX_REQUEST: usize = 256;
 /// [`crate::stats::MAX_REMOTES_PAGE`]).
 const PAGE: usize = 1024;
 
-/// A bound stats socket; removes its file when dropped.
+/// A bound stats socket; removes its file when dropped.  It is bound
+/// before the loop starts (a failure is an error at start-up) and served
+/// by whichever runtime [`spawn`] is called in.
 pub struct StatsSocket {
-    listener: UnixListener,
+    listener: std::os::unix::net::UnixListener,
     path: PathBuf,
 }
 
@@ -115,24 +117,26 @@ pub fn bind(path: &Path, mode: u32) -> io::Result<StatsSocket> {
         let _ = std::fs::remove_file(&tmp);
         return Err(err(e, "cannot put in place"));
     }
-    let listener = std_listener
+    std_listener
         .set_nonblocking(true)
-        .and_then(|()| UnixListener::from_std(std_listener))
         .map_err(|e| err(e, "cannot listen"))?;
     Ok(StatsSocket {
-        listener,
+        listener: std_listener,
         path: path.to_path_buf(),
     })
 }
 
-/// Serve `socket` until the returned task is aborted (the socket file is
-/// removed then).
-pub fn spawn(socket: StatsSocket, stats: StatsHandle, log: Logger) -> AbortHandle {
+/// Serve `socket` on the current runtime until the returned task is
+/// aborted (the socket file is removed then).
+pub fn spawn(socket: StatsSocket, stats: StatsHandle, log: Logger) -> io::Result<AbortHandle> {
+    let listener = UnixListener::from_std(socket.listener.try_clone()?)?;
     info!(log, "stats socket listening"; "path" => socket.path.display().to_string());
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
+        // Owned by the task, so the file goes when the task does.
+        let _socket = socket;
         loop {
-            let conn = match socket.listener.accept().await {
+            let conn = match listener.accept().await {
                 Ok((conn, _)) => conn,
                 Err(e) => {
                     warn!(log, "stats socket accept failed"; "strerror" => e.to_string());
@@ -163,7 +167,7 @@ pub fn spawn(socket: StatsSocket, stats: StatsHandle, log: Logger) -> AbortHandl
             }
         }
     })
-    .abort_handle()
+    .abort_handle())
 }
 
 /// What a client may ask.
