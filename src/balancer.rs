@@ -693,7 +693,7 @@ impl Balancer {
                     .remotes
                     .after(after)
                     .take(limit)
-                    .map(|(ip, r)| remote_view(*ip, r))
+                    .map(|(ip, r)| remote_view(ip, r))
                     .collect();
                 let _ = reply.send(page);
             }
