@@ -343,13 +343,20 @@ impl Forwarding<'_> {
                 None => Outcome::Done,
             };
         };
+        // An ok backend always has a link, and a chosen backend can always
+        // take the client's frame; were either untrue, the drop is counted
+        // with those that found no backend, so every datagram is counted.
         let (Some(link), Some(be)) = (self.links.get_mut(&be_id), self.backends.get_mut(be_id))
         else {
+            rem.stats.udp_drop += 1;
+            self.counters.dropped_no_backend += 1;
             return Outcome::Done;
         };
         let listener = dgram.listener;
         let port = dgram.src.port();
         let Some((frame, header_len)) = dgram.inbound_frame() else {
+            rem.stats.udp_drop += 1;
+            self.counters.dropped_no_backend += 1;
             return Outcome::Done;
         };
         let key = QueryKey {
