@@ -77,7 +77,7 @@ pub fn bind(path: &Path, mode: u32) -> io::Result<StatsSocket> {
     };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            if is_served(path) {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
                     format!(
@@ -124,6 +124,29 @@ pub fn bind(path: &Path, mode: u32) -> io::Result<StatsSocket> {
         listener: std_listener,
         path: path.to_path_buf(),
     })
+}
+
+/// Whether a process is serving the socket at `path`.  The connect does
+/// not block: a stopped balancer with a full listen queue answers
+/// EAGAIN, which means served, rather than hanging this one at start-up.
+fn is_served(path: &Path) -> bool {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let Ok(sock) = Socket::new(Domain::UNIX, Type::STREAM, None) else {
+        return false;
+    };
+    let Ok(addr) = SockAddr::unix(path) else {
+        return false;
+    };
+    if sock.set_nonblocking(true).is_err() {
+        return false;
+    }
+    match sock.connect(&addr) {
+        Ok(()) => true,
+        Err(e) => matches!(
+            e.raw_os_error(),
+            Some(libc::EAGAIN) | Some(libc::EINPROGRESS)
+        ),
+    }
 }
 
 /// Serve `socket` on the current runtime until the returned task is
