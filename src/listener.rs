@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
@@ -86,7 +86,10 @@ pub struct TcpSession {
     pub client: SocketAddr,
     /// Bytes that arrived right behind the INBOUND_TCP frame; read first.
     pending: Vec<u8>,
-    stream: UnixStream,
+    /// Buffered, so that reading a message (its length, then its body)
+    /// takes one read per burst of pipelined queries, not three per query:
+    /// a plain DNS-over-TCP server reads the same way.
+    stream: BufReader<UnixStream>,
 }
 
 impl TcpSession {
@@ -258,7 +261,11 @@ async fn serve_connection(mut stream: UnixStream, tx: mpsc::Sender<Inbound>) {
                                 return;
                             }
                             let _ = tx
-                                .send(Inbound::Tcp(TcpSession { client, pending, stream }))
+                                .send(Inbound::Tcp(TcpSession {
+                                    client,
+                                    pending,
+                                    stream: BufReader::new(stream),
+                                }))
                                 .await;
                             return;
                         }
