@@ -61,8 +61,20 @@ def ask(src, timeout=0.2):
 
 
 def dnsperf(args, src, qfile):
+    """Start dnsperf with its output in a file: under overload it prints a
+    warning per late answer, which would fill a pipe nobody reads yet and
+    stop it.  finish() waits for it and returns the output."""
+    out = tempfile.TemporaryFile(mode="w+")
     cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(PORT), "-a", src, "-d", qfile] + args
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+    p.out = out
+    return p
+
+
+def finish(p, timeout=120):
+    p.wait(timeout=timeout)
+    p.out.seek(0)
+    return p.out.read()
 
 
 def parse_dnsperf(out):
@@ -113,12 +125,13 @@ def main():
         print("overload starts", file=sys.stderr)
         clients = [dnsperf(["-l", str(args.seconds), "-q", "50000", "-c", "4", "-t", "1"],
                            f"127.0.0.{20 + i}", qfile) for i in range(6)]
+        procs.extend(clients)
         samples = []
         start = time.time()
-        while any(c.poll() is None for c in clients):
+        while any(c.poll() is None for c in clients) and time.time() - start < args.seconds + 30:
             samples.append((round(time.time() - start, 1), rss_kib(bal.pid)))
             time.sleep(0.5)
-        results = [parse_dnsperf(c.communicate()[0]) for c in clients]
+        results = [parse_dnsperf(finish(c)) for c in clients]
         ended = time.time()
         print("overload ended", file=sys.stderr)
         # Recovery: how soon a new client gets an answer.
@@ -142,7 +155,7 @@ def main():
             time.sleep(0.1)
         after_rss = rss_kib(bal.pid)
         light = dnsperf(["-l", "3", "-Q", "2000", "-q", "50"], "127.0.0.40", qfile)
-        light_r = parse_dnsperf(light.communicate()[0])
+        light_r = parse_dnsperf(finish(light))
         sent = sum(r.get("sent", 0) for r in results)
         done = sum(r.get("completed", 0) for r in results)
         peak = max(r for _, r in samples) if samples else 0
