@@ -1413,6 +1413,10 @@ impl Balancer {
             }
         };
         self.tcp_counters.accepted += 1;
+        // Answers go out as soon as the backend writes them: a resolver
+        // pipelining queries must not wait on Nagle's algorithm.  Failure
+        // only costs latency.
+        let _ = stream.set_nodelay(true);
         self.next_conn_id += 1;
         let conn_id = self.next_conn_id;
         let ip = peer.ip().to_canonical();
