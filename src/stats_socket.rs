@@ -181,7 +181,10 @@ pub fn spawn(socket: StatsSocket, stats: StatsHandle, log: Logger) -> io::Result
                 }
                 Err(_) => {
                     // One non-blocking try: a refusal must not become a
-                    // task per connection of a flood.
+                    // task per connection of a flood.  A request already
+                    // in is read first: closing an AF_UNIX socket with
+                    // unread data resets the peer before it reads "busy".
+                    let _ = conn.try_read(&mut [0u8; MAX_REQUEST]);
                     if let Ok(mut busy) = serde_json::to_vec(&Failure::new("busy")) {
                         busy.push(b'\n');
                         let _ = conn.try_write(&busy);
