@@ -292,6 +292,9 @@ async fn sigusr1_logs_counters_that_match_the_traffic() {
     assert_eq!(c["dropped_short"], 1);
     assert_eq!(c["remotes"], 1);
     assert_eq!(c["inflight"], 0);
+    // One record per backend follows the balancer's; wait for all three.
+    bal.proc
+        .wait_for_nth(3, "backend counters", |r| r["msg"] == "backend counters");
     let per_backend = bal.proc.find(|r| r["msg"] == "backend counters");
     assert_eq!(per_backend.len(), 3);
     let udp: u64 = per_backend.iter().map(|r| r["udp"].as_u64().unwrap()).sum();
