@@ -1370,6 +1370,7 @@ impl Balancer {
                         continue;
                     };
                     let src = SocketAddr::new(dgram.ip, dgram.src.port());
+                    let path = dgram.listener;
                     let mut parts = Forwarding {
                         cfg: &self.cfg,
                         log: &self.log,
@@ -1384,7 +1385,7 @@ impl Balancer {
                         inflight_full_log: &mut self.inflight_full_log,
                     };
                     if let Outcome::Answer(answer) = parts.forward(&mut dgram, now)
-                        && self.udp.send_to(listener, &answer, src).is_ok()
+                        && self.udp.send_to(path, &answer, src).is_ok()
                     {
                         self.udp_counters.no_backend_answers += 1;
                     }

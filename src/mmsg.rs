@@ -7,6 +7,13 @@
 //! raw descriptor of a tokio socket, inside `try_io` so that tokio's
 //! readiness tracking stays right.  (The crate's other unsafe call is
 //! `malloc_trim`, in [`crate::sys`].)
+//!
+//! On a socket bound to a wildcard address (`0.0.0.0`, `::`, the default
+//! `-b`) they also carry the address each query was sent to (IP_PKTINFO,
+//! IPV6_PKTINFO), and each answer is sent from that address: otherwise the
+//! kernel picks the source by routing, and on a host with several
+//! addresses a client that asked one of them would get its answer from
+//! another, and drop it.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -19,6 +26,155 @@ use tokio::net::UdpSocket;
 /// Datagrams per batch.
 pub const BATCH: usize = 32;
 
+/// The local address a datagram was sent to, as IP_PKTINFO or IPV6_PKTINFO
+/// reported it.  An answer sent "from" it leaves with that source address
+/// (and, for IPv6, on that interface: link-local addresses need it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LocalAddr {
+    V4(Ipv4Addr),
+    V6 { addr: Ipv6Addr, ifindex: u32 },
+}
+
+/// Room for one control message carrying either pktinfo structure, in
+/// u64s so that it is aligned as `cmsghdr` needs.
+type Control = [u64; 8];
+
+const _: () =
+    assert!(size_of::<libc::cmsghdr>() + size_of::<libc::in6_pktinfo>() <= size_of::<Control>());
+
+fn set_int_option(socket: &UdpSocket, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: a valid descriptor and an int option value of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw const one).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Ask the kernel to report each datagram's destination address.  An
+/// IPv6 socket reports IPv6 destinations, and IPv4 ones too unless it is
+/// v6-only (where IP_PKTINFO may be refused, and is not needed).
+pub fn enable_pktinfo(socket: &UdpSocket, ipv6: bool) -> io::Result<()> {
+    if ipv6 {
+        set_int_option(socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)?;
+        let _ = set_int_option(socket, libc::IPPROTO_IP, libc::IP_PKTINFO);
+        Ok(())
+    } else {
+        set_int_option(socket, libc::IPPROTO_IP, libc::IP_PKTINFO)
+    }
+}
+
+/// The destination address reported in the control messages of `hdr`.
+fn local_of(hdr: &libc::msghdr) -> Option<LocalAddr> {
+    if hdr.msg_control.is_null() || hdr.msg_controllen == 0 {
+        return None;
+    }
+    // SAFETY: msg_control points at this batch's control buffer and the
+    // kernel set msg_controllen to the bytes it wrote there; the CMSG
+    // macros stay within them.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            let data = libc::CMSG_DATA(cmsg);
+            if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO {
+                // ipi_spec_dst, not ipi_addr: the same for a query to one
+                // of our addresses, and a valid source (the interface's
+                // address) for one sent to a broadcast address.
+                let info = data.cast::<libc::in_pktinfo>().read_unaligned();
+                return Some(LocalAddr::V4(Ipv4Addr::from(u32::from_be(
+                    info.ipi_spec_dst.s_addr,
+                ))));
+            }
+            if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO {
+                let info = data.cast::<libc::in6_pktinfo>().read_unaligned();
+                let addr = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                // A v4-mapped destination on a dual-stack socket is sent
+                // from as IPv4.
+                return Some(match addr.to_ipv4_mapped() {
+                    Some(v4) => LocalAddr::V4(v4),
+                    None => LocalAddr::V6 {
+                        addr,
+                        ifindex: info.ipi6_ifindex,
+                    },
+                });
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    None
+}
+
+/// Make `hdr` send from `local`, with its control message in `ctrl`.
+fn set_source(hdr: &mut libc::msghdr, ctrl: &mut Control, local: LocalAddr, ipv6_socket: bool) {
+    // On an IPv6 socket an IPv4 source is given as v4-mapped IPV6_PKTINFO.
+    let (level, kind, len) = match (local, ipv6_socket) {
+        (LocalAddr::V4(_), false) => (
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            size_of::<libc::in_pktinfo>(),
+        ),
+        _ => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_PKTINFO,
+            size_of::<libc::in6_pktinfo>(),
+        ),
+    };
+    hdr.msg_control = ctrl.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes; the control
+    // buffer holds CMSG_SPACE(len) bytes (checked by the assertion on
+    // Control), so the header and data written through CMSG_FIRSTHDR and
+    // CMSG_DATA are inside it.
+    unsafe {
+        hdr.msg_controllen = libc::CMSG_SPACE(len as u32) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(hdr);
+        if cmsg.is_null() {
+            hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_controllen = 0;
+            return;
+        }
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = kind;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(len as u32) as _;
+        let data = libc::CMSG_DATA(cmsg);
+        match (local, kind == libc::IP_PKTINFO) {
+            (LocalAddr::V4(a), true) => {
+                data.cast::<libc::in_pktinfo>()
+                    .write_unaligned(libc::in_pktinfo {
+                        ipi_ifindex: 0,
+                        ipi_spec_dst: libc::in_addr {
+                            s_addr: u32::from(a).to_be(),
+                        },
+                        ipi_addr: libc::in_addr { s_addr: 0 },
+                    })
+            }
+            (local, _) => {
+                let (addr, ifindex) = match local {
+                    LocalAddr::V4(a) => (a.to_ipv6_mapped(), 0),
+                    LocalAddr::V6 { addr, ifindex } => (addr, ifindex),
+                };
+                data.cast::<libc::in6_pktinfo>()
+                    .write_unaligned(libc::in6_pktinfo {
+                        ipi6_addr: libc::in6_addr {
+                            s6_addr: addr.octets(),
+                        },
+                        ipi6_ifindex: ifindex,
+                    })
+            }
+        }
+    }
+}
+
 /// Receive buffers and the kernel structures pointing into them.
 pub struct RecvBatch {
     bufs: Vec<Box<[u8]>>,
@@ -28,6 +184,9 @@ pub struct RecvBatch {
     addrs: Vec<libc::sockaddr_storage>,
     lens: Vec<usize>,
     srcs: Vec<Option<SocketAddr>>,
+    /// Control messages (the destination address, where asked for).
+    ctrls: Vec<Control>,
+    locals: Vec<Option<LocalAddr>>,
     count: usize,
 }
 
@@ -44,6 +203,8 @@ impl RecvBatch {
             addrs: vec![zero_addr; BATCH],
             lens: vec![0; BATCH],
             srcs: vec![None; BATCH],
+            ctrls: vec![[0; 8]; BATCH],
+            locals: vec![None; BATCH],
             count: 0,
         }
     }
@@ -54,9 +215,18 @@ impl RecvBatch {
     }
 
     /// Datagram `i`: its source (`None` if of an unknown family), the
-    /// length the kernel reported, and its buffer (datagram at `offset`).
-    pub fn get_mut(&mut self, i: usize) -> (Option<SocketAddr>, usize, &mut [u8]) {
-        (self.srcs[i], self.lens[i], &mut self.bufs[i])
+    /// length the kernel reported, its buffer (datagram at `offset`) and
+    /// the local address it was sent to (on wildcard sockets).
+    pub fn get_mut(
+        &mut self,
+        i: usize,
+    ) -> (Option<SocketAddr>, usize, &mut [u8], Option<LocalAddr>) {
+        (
+            self.srcs[i],
+            self.lens[i],
+            &mut self.bufs[i],
+            self.locals[i],
+        )
     }
 
     /// Receive up to `BATCH` waiting datagrams without blocking.  Returns
@@ -80,6 +250,8 @@ impl RecvBatch {
             h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_iov = iovecs[i].as_mut_ptr();
             h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = self.ctrls[i].as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = size_of::<Control>() as _;
             hdrs[i].write(h);
         }
         let received = socket.try_io(Interest::READABLE, || {
@@ -111,6 +283,7 @@ impl RecvBatch {
             let h = unsafe { hdr.assume_init_ref() };
             self.lens[i] = h.msg_len as usize;
             self.srcs[i] = from_storage(&self.addrs[i]);
+            self.locals[i] = local_of(&h.msg_hdr);
         }
         self.count = n;
         Ok(n)
@@ -157,18 +330,55 @@ fn to_storage(dest: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     )
 }
 
+/// Send `payload` to `dest` now, from `local` if given, without blocking.
+pub fn send_one(
+    socket: &UdpSocket,
+    ipv6_socket: bool,
+    dest: SocketAddr,
+    local: Option<LocalAddr>,
+    payload: &[u8],
+) -> io::Result<()> {
+    let Some(local) = local else {
+        return socket.try_send_to(payload, dest).map(|_| ());
+    };
+    let fd = socket.as_raw_fd();
+    let (mut addr, addr_len) = to_storage(&dest);
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast(),
+        iov_len: payload.len(),
+    };
+    let mut ctrl: Control = [0; 8];
+    // SAFETY: plain old data; all-zero is a valid start.
+    let mut hdr: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+    hdr.msg_name = (&raw mut addr).cast();
+    hdr.msg_namelen = addr_len;
+    hdr.msg_iov = &raw mut iov;
+    hdr.msg_iovlen = 1;
+    set_source(&mut hdr, &mut ctrl, local, ipv6_socket);
+    socket.try_io(Interest::WRITABLE, || {
+        // SAFETY: the header points at the address, iovec, payload and
+        // control message above, which outlive the call.
+        let n = unsafe { libc::sendmsg(fd, &hdr, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    })
+}
+
 /// Answers waiting to be sent on one socket, copied into one arena.
 #[derive(Default)]
 pub struct SendBatch {
     arena: Vec<u8>,
-    items: Vec<(SocketAddr, usize, usize)>,
+    items: Vec<(SocketAddr, usize, usize, Option<LocalAddr>)>,
 }
 
 impl SendBatch {
-    pub fn push(&mut self, dest: SocketAddr, payload: &[u8]) {
+    pub fn push(&mut self, dest: SocketAddr, local: Option<LocalAddr>, payload: &[u8]) {
         let start = self.arena.len();
         self.arena.extend_from_slice(payload);
-        self.items.push((dest, start, payload.len()));
+        self.items.push((dest, start, payload.len(), local));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -182,17 +392,24 @@ impl SendBatch {
     /// Send everything queued, `BATCH` per call, without blocking.  What the
     /// socket cannot take now is dropped (this is UDP).  Returns how many
     /// were sent.
-    pub fn flush(&mut self, socket: &UdpSocket) -> usize {
+    pub fn flush(&mut self, socket: &UdpSocket, ipv6_socket: bool) -> usize {
         let fd = socket.as_raw_fd();
         let mut sent = 0;
         let mut at = 0;
         while at < self.items.len() {
             let chunk = &self.items[at..(at + BATCH).min(self.items.len())];
             let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
-                chunk.iter().map(|(d, _, _)| to_storage(d)).collect();
+                chunk.iter().map(|(d, _, _, _)| to_storage(d)).collect();
+            // Control messages only where an answer has a source to give
+            // (wildcard sockets): no cost for sockets bound to an address.
+            let mut ctrls: Vec<Control> = if chunk.iter().any(|c| c.3.is_some()) {
+                vec![[0; 8]; chunk.len()]
+            } else {
+                Vec::new()
+            };
             let mut iovecs: Vec<libc::iovec> = chunk
                 .iter()
-                .map(|&(_, start, len)| libc::iovec {
+                .map(|&(_, start, len, _)| libc::iovec {
                     iov_base: self.arena[start..start + len].as_ptr().cast_mut().cast(),
                     iov_len: len,
                 })
@@ -205,6 +422,9 @@ impl SendBatch {
                     h.msg_hdr.msg_namelen = addrs[i].1;
                     h.msg_hdr.msg_iov = &raw mut iovecs[i];
                     h.msg_hdr.msg_iovlen = 1;
+                    if let Some(local) = chunk[i].3 {
+                        set_source(&mut h.msg_hdr, &mut ctrls[i], local, ipv6_socket);
+                    }
                     h
                 })
                 .collect();

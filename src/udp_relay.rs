@@ -11,20 +11,25 @@
 //! received in batches with `recvmmsg(2)` ([`crate::mmsg`]), each directly
 //! behind room for the largest frame header, so framing one costs writing
 //! the header and one copy into the backend's queue; the buffers are reused.
-//! Answers are gathered per socket and sent with `sendmmsg(2)`.  Which backend gets the datagram is
-//! decided by the event loop ([`crate::balancer`]).  Reading is done in
+//! Answers are gathered per socket and sent with `sendmmsg(2)`.  On a
+//! wildcard socket each answer leaves from the address its query was sent
+//! to: a query's "listener" is a reply path (socket and local address),
+//! see [`UdpRelay`].  Which backend gets the datagram is decided by the
+//! event loop ([`crate::balancer`]).  Reading is done in
 //! bounded batches so that a flood of queries cannot starve the backends'
 //! answers.
 
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::task::Poll;
 
+use foldhash::fast::RandomState;
 use tokio::net::UdpSocket;
 
 use crate::frame::{self, MAX_PAYLOAD, UDP6_HEADER_LEN};
-use crate::mmsg::{RecvBatch, SendBatch};
+use crate::mmsg::{self, LocalAddr, RecvBatch, SendBatch};
 
 /// Receive calls (of up to [`crate::mmsg::BATCH`] datagrams each) per
 /// socket per turn of the event loop before other work gets a turn.
@@ -64,6 +69,19 @@ pub struct UdpCounters {
     pub replies_failed: u64,
 }
 
+/// How many distinct (socket, local address) reply paths are remembered.
+/// A host has few addresses; past the bound, answers leave as the kernel
+/// routes them, as they would without pktinfo.
+const MAX_REPLY_PATHS: usize = 4096;
+
+/// Where an answer leaves from: a socket, and on a wildcard socket the
+/// address the query was sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReplyPath {
+    socket: usize,
+    local: Option<LocalAddr>,
+}
+
 /// The listening UDP sockets, the reusable receive buffers and the answers
 /// waiting to be sent.
 pub struct UdpRelay {
@@ -73,11 +91,17 @@ pub struct UdpRelay {
     batch: RecvBatch,
     /// Per socket: answers gathered for one `sendmmsg`.
     replies: Vec<SendBatch>,
+    /// Reply paths by index: the first `sockets.len()` are the sockets
+    /// themselves (no source address given); the others are found as
+    /// queries arrive on wildcard sockets.  Queries in flight remember an
+    /// index (their "listener"), not an address.
+    paths: Vec<ReplyPath>,
+    path_index: HashMap<(usize, LocalAddr), usize, RandomState>,
 }
 
 /// One received datagram, framed in place.
 pub struct Datagram<'a> {
-    /// Index of the socket that received it.
+    /// The reply path its answer takes (see [`UdpRelay`]).
     pub listener: usize,
     pub src: SocketAddr,
     /// The source address with any v4-mapping undone.
@@ -112,19 +136,32 @@ impl Datagram<'_> {
 
 impl UdpRelay {
     pub fn new(sockets: Vec<UdpSocket>) -> io::Result<Self> {
-        let v6 = sockets
-            .iter()
-            .map(|s| Ok(s.local_addr()?.is_ipv6()))
-            .collect::<io::Result<_>>()?;
+        let mut v6 = Vec::with_capacity(sockets.len());
+        for s in &sockets {
+            let local = s.local_addr()?;
+            v6.push(local.is_ipv6());
+            if local.ip().is_unspecified() {
+                mmsg::enable_pktinfo(s, local.is_ipv6())?;
+            }
+        }
         let replies = sockets.iter().map(|_| SendBatch::default()).collect();
+        let paths = (0..sockets.len())
+            .map(|socket| ReplyPath {
+                socket,
+                local: None,
+            })
+            .collect();
         Ok(UdpRelay {
             sockets,
             v6,
             batch: RecvBatch::new(UDP6_HEADER_LEN, RECV_ROOM),
             replies,
+            paths,
+            path_index: HashMap::default(),
         })
     }
 
+    /// Listening sockets (not reply paths).
     pub fn len(&self) -> usize {
         self.sockets.len()
     }
@@ -156,13 +193,29 @@ impl UdpRelay {
         }
     }
 
-    /// Datagram `i` of the last batch received on `listener`.
-    pub fn datagram(&mut self, listener: usize, i: usize) -> Option<Datagram<'_>> {
+    /// Datagram `i` of the last batch received on socket `socket`.
+    pub fn datagram(&mut self, socket: usize, i: usize) -> Option<Datagram<'_>> {
         if i >= self.batch.count() {
             return None;
         }
-        let (src, len, buf) = self.batch.get_mut(i);
+        let (src, len, buf, local) = self.batch.get_mut(i);
         let src = src?;
+        let listener = match local {
+            None => socket,
+            Some(local) => match self.path_index.get(&(socket, local)) {
+                Some(&path) => path,
+                None if self.paths.len() < MAX_REPLY_PATHS => {
+                    let path = self.paths.len();
+                    self.paths.push(ReplyPath {
+                        socket,
+                        local: Some(local),
+                    });
+                    self.path_index.insert((socket, local), path);
+                    path
+                }
+                None => socket,
+            },
+        };
         Some(Datagram {
             listener,
             src,
@@ -172,23 +225,26 @@ impl UdpRelay {
         })
     }
 
-    /// The address to send to `dest` through socket `listener`: on a
+    /// The address to send to `dest` through socket `socket`: on a
     /// dual-stack IPv6 socket an IPv4 client has a v4-mapped address.
-    fn wire_dest(&self, listener: usize, dest: SocketAddr) -> SocketAddr {
+    fn wire_dest(&self, socket: usize, dest: SocketAddr) -> SocketAddr {
         match dest {
-            SocketAddr::V4(v4) if self.v6.get(listener).copied().unwrap_or(false) => {
+            SocketAddr::V4(v4) if self.v6.get(socket).copied().unwrap_or(false) => {
                 SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
             }
             other => other,
         }
     }
 
-    /// Queue an answer to `dest` on socket `listener`; it leaves at the next
-    /// [`UdpRelay::flush_replies`].
+    /// Queue an answer to `dest` on reply path `listener`; it leaves at the
+    /// next [`UdpRelay::flush_replies`].
     pub fn queue_reply(&mut self, listener: usize, payload: &[u8], dest: SocketAddr) {
-        let dest = self.wire_dest(listener, dest);
-        if let Some(batch) = self.replies.get_mut(listener) {
-            batch.push(dest, payload);
+        let Some(path) = self.paths.get(listener).copied() else {
+            return;
+        };
+        let dest = self.wire_dest(path.socket, dest);
+        if let Some(batch) = self.replies.get_mut(path.socket) {
+            batch.push(dest, path.local, payload);
         }
     }
 
@@ -196,27 +252,36 @@ impl UdpRelay {
     /// socket buffer could not take is dropped, as UDP may be.
     pub fn flush_replies(&mut self) -> (u64, u64) {
         let (mut sent, mut dropped) = (0, 0);
-        for (socket, batch) in self.sockets.iter().zip(self.replies.iter_mut()) {
+        for ((socket, batch), &v6) in self
+            .sockets
+            .iter()
+            .zip(self.replies.iter_mut())
+            .zip(self.v6.iter())
+        {
             if batch.is_empty() {
                 continue;
             }
             let queued = batch.len() as u64;
-            let n = batch.flush(socket) as u64;
+            let n = batch.flush(socket, v6) as u64;
             sent += n;
             dropped += queued - n;
         }
         (sent, dropped)
     }
 
-    /// Send `payload` to `dest` from socket `listener`.  A full socket
-    /// buffer drops it (this is UDP).
+    /// Send `payload` to `dest` by reply path `listener`, now.  A full
+    /// socket buffer drops it (this is UDP).
     pub fn send_to(&self, listener: usize, payload: &[u8], dest: SocketAddr) -> io::Result<()> {
-        let socket = self
-            .sockets
-            .get(listener)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such listener"))?;
-        socket
-            .try_send_to(payload, self.wire_dest(listener, dest))
-            .map(|_| ())
+        let not_found = || io::Error::new(io::ErrorKind::NotFound, "no such listener");
+        let path = self.paths.get(listener).ok_or_else(not_found)?;
+        let socket = self.sockets.get(path.socket).ok_or_else(not_found)?;
+        let v6 = self.v6.get(path.socket).copied().unwrap_or(false);
+        mmsg::send_one(
+            socket,
+            v6,
+            self.wire_dest(path.socket, dest),
+            path.local,
+            payload,
+        )
     }
 }

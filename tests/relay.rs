@@ -308,3 +308,73 @@ async fn sigusr1_logs_counters_that_match_the_traffic() {
             .any(|r| r["udp"] == 5 && r["latency_count"] == 5)
     );
 }
+
+/// One query from `src` to `to`: the answer's rcode and the address it
+/// came from.
+async fn ask_seeing_source(src: IpAddr, to: SocketAddr) -> (ResponseCode, SocketAddr) {
+    let sock = UdpSocket::bind(SocketAddr::new(src, 0)).await.unwrap();
+    sock.send_to(&query("www.example.com.", RecordType::A, 7), to)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, from) = tokio::time::timeout(TWO_S, sock.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let m = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+    (rcode(&m), from)
+}
+
+#[tokio::test]
+async fn wildcard_listener_answers_from_the_address_asked() {
+    // Loopback has all of 127/8: on a socket bound to 0.0.0.0 (or ::) a
+    // query to 127.0.0.77 must be answered from 127.0.0.77, not from the
+    // address the kernel would pick (127.0.0.1), or resolvers drop it.
+    for bind in ["0.0.0.0", "::"] {
+        let dir = sockdir();
+        let _b = Backend::start(dir.path(), "5300");
+        let bal = Balancer::start_on(bind, dir.path(), FAST_TIMERS);
+        bal.wait_established(1);
+        let mut asked = vec!["127.0.0.1", "127.0.0.77", "127.9.8.7"];
+        if bind == "::" {
+            asked.push("::1");
+        }
+        for dst in asked {
+            let to = SocketAddr::new(dst.parse().unwrap(), bal.port);
+            let src = if to.is_ipv6() {
+                "::1".parse().unwrap()
+            } else {
+                lo(95)
+            };
+            assert_eq!(
+                ask_seeing_source(src, to).await,
+                (ResponseCode::NoError, to),
+                "bound to {bind}, asked {dst}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_balancers_own_answers_leave_from_the_address_asked_too() {
+    // No backend: the SERVFAIL made at once.
+    let empty = sockdir();
+    let bal = Balancer::start_on("0.0.0.0", empty.path(), FAST_TIMERS);
+    let to = SocketAddr::new("127.0.0.78".parse().unwrap(), bal.port);
+    assert_eq!(
+        ask_seeing_source(lo(96), to).await,
+        (ResponseCode::ServFail, to)
+    );
+    // A backend that never answers: the SERVFAIL at the query timeout.
+    let dir = sockdir();
+    let _mute = Backend::start_with(dir.path(), "5300", &["--no-answer"]);
+    let mut args = FAST_TIMERS.to_vec();
+    args.extend(["--query-timeout", "200ms", "--unanswered-threshold", "10s"]);
+    let bal = Balancer::start_on("0.0.0.0", dir.path(), &args);
+    bal.wait_established(1);
+    let to = SocketAddr::new("127.0.0.79".parse().unwrap(), bal.port);
+    assert_eq!(
+        ask_seeing_source(lo(97), to).await,
+        (ResponseCode::ServFail, to)
+    );
+}
