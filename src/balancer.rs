@@ -459,6 +459,14 @@ pub async fn run(
     // Serializing for stats and metrics happens on the sidecar's thread.
     let sidecar = Sidecar::start(stats_socket, metrics_listener, stats, log.clone())?;
     let Listeners { udp, tcp } = listeners;
+    let (udp, granted) = UdpRelay::new(udp, config.udp_recv_buffer)?;
+    if let Some(bytes) = granted {
+        // The kernel reports twice what it accounts for data (the rest is
+        // its bookkeeping); a figure well below the request means
+        // net.core.rmem_max capped it.
+        info!(log, "UDP receive buffer"; "requested" => config.udp_recv_buffer,
+            "granted" => bytes);
+    }
     let now = Instant::now();
     let inflight = InFlight::new(inflight::Limits {
         total: config.max_inflight,
@@ -473,7 +481,7 @@ pub async fn run(
         remotes: Remotes::new(),
         timeouts: Timeouts::new(),
         links: HashMap::default(),
-        udp: UdpRelay::new(udp)?,
+        udp,
         udp_counters: UdpCounters::default(),
         tcp_counters: TcpCounters::default(),
         link_tx,

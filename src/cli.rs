@@ -44,6 +44,9 @@ pub struct Config {
     pub stats_mode: u32,
     /// `--metrics ADDR:PORT`: where Prometheus metrics are served, if at all.
     pub metrics_addr: Option<SocketAddr>,
+    /// `--udp-recv-buffer`: bytes asked for each UDP socket's receive
+    /// buffer; 0 keeps the system's default.
+    pub udp_recv_buffer: usize,
 }
 
 /// `--on-timeout`: what a client gets when its query times out.
@@ -84,6 +87,10 @@ pub const DEFAULT_MAX_TCP_SESSIONS: usize = 1000;
 /// The stats socket is for the owner alone unless `--stats-mode` widens it.
 pub const DEFAULT_STATS_MODE: u32 = 0o600;
 
+/// Room for a burst of a few thousand queries; the kernel caps it at
+/// `net.core.rmem_max` unless the process has CAP_NET_ADMIN.
+pub const DEFAULT_UDP_RECV_BUFFER: usize = 4 * 1024 * 1024;
+
 impl Config {
     /// A configuration with the original's defaults for `socket_dir`.
     pub fn new(socket_dir: PathBuf) -> Self {
@@ -103,6 +110,7 @@ impl Config {
             stats_socket: None,
             stats_mode: DEFAULT_STATS_MODE,
             metrics_addr: None,
+            udp_recv_buffer: DEFAULT_UDP_RECV_BUFFER,
         }
     }
 }
@@ -232,6 +240,12 @@ fn options() -> Options {
         "stats-mode",
         "stats socket permissions, octal: 600 (default) or 660 for a group",
         "MODE",
+    );
+    o.optopt(
+        "",
+        "udp-recv-buffer",
+        "receive buffer of each UDP socket, bytes; 0 for the system default (default 4194304)",
+        "BYTES",
     );
     o.optopt(
         "",
@@ -458,6 +472,11 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
                 ))
             })?;
     }
+    if let Some(v) = m.opt_str("udp-recv-buffer") {
+        c.udp_recv_buffer = v
+            .parse()
+            .map_err(|_| CliError(format!("invalid byte count for --udp-recv-buffer: \"{v}\"")))?;
+    }
     if let Some(v) = m.opt_str("metrics") {
         c.metrics_addr = Some(v.parse().map_err(|_| {
             CliError(format!(
@@ -584,6 +603,14 @@ mod tests {
             );
         }
         assert!(e("-s /d --metrics 9153").contains("--metrics"));
+        assert_eq!(run("-s /d", None).unwrap().udp_recv_buffer, 4 << 20);
+        assert_eq!(
+            run("-s /d --udp-recv-buffer 0", None)
+                .unwrap()
+                .udp_recv_buffer,
+            0
+        );
+        assert!(e("-s /d --udp-recv-buffer lots").contains("--udp-recv-buffer"));
         assert!(e("-s /d --metrics localhost:9153").contains("--metrics"));
     }
 

@@ -61,6 +61,30 @@ fn set_int_option(socket: &UdpSocket, level: libc::c_int, name: libc::c_int) -> 
     }
 }
 
+/// Make the socket's receive buffer `bytes` large, so that a burst of
+/// queries (clients catching up after a failover, say) waits in the kernel
+/// rather than being dropped there uncounted.  SO_RCVBUFFORCE goes past
+/// `net.core.rmem_max` where the process may (CAP_NET_ADMIN); otherwise
+/// SO_RCVBUF is capped by it.  Returns the size the kernel granted.
+pub fn set_receive_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<usize> {
+    let sock = socket2::SockRef::from(socket);
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid descriptor and an int option value of the right size.
+    let forced = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    if !forced {
+        sock.set_recv_buffer_size(bytes)?;
+    }
+    sock.recv_buffer_size()
+}
+
 /// Ask the kernel to report each datagram's destination address.  An
 /// IPv6 socket reports IPv6 destinations, and IPv4 ones too unless it is
 /// v6-only (where IP_PKTINFO may be refused, and is not needed).

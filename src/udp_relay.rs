@@ -135,11 +135,19 @@ impl Datagram<'_> {
 }
 
 impl UdpRelay {
-    pub fn new(sockets: Vec<UdpSocket>) -> io::Result<Self> {
+    /// Serve `sockets`, each given a receive buffer of `recv_buffer` bytes
+    /// (0: the system's default).  Returns the relay and the receive
+    /// buffer size the kernel granted the first socket.
+    pub fn new(sockets: Vec<UdpSocket>, recv_buffer: usize) -> io::Result<(Self, Option<usize>)> {
         let mut v6 = Vec::with_capacity(sockets.len());
+        let mut granted = None;
         for s in &sockets {
             let local = s.local_addr()?;
             v6.push(local.is_ipv6());
+            if recv_buffer > 0 {
+                let size = mmsg::set_receive_buffer(s, recv_buffer)?;
+                granted.get_or_insert(size);
+            }
             if local.ip().is_unspecified() {
                 mmsg::enable_pktinfo(s, local.is_ipv6())?;
             }
@@ -151,14 +159,15 @@ impl UdpRelay {
                 local: None,
             })
             .collect();
-        Ok(UdpRelay {
+        let relay = UdpRelay {
             sockets,
             v6,
             batch: RecvBatch::new(UDP6_HEADER_LEN, RECV_ROOM),
             replies,
             paths,
             path_index: HashMap::default(),
-        })
+        };
+        Ok((relay, granted))
     }
 
     /// Listening sockets (not reply paths).

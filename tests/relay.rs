@@ -378,3 +378,38 @@ async fn the_balancers_own_answers_leave_from_the_address_asked_too() {
         (ResponseCode::ServFail, to)
     );
 }
+
+#[tokio::test]
+async fn udp_receive_buffer_is_enlarged_as_asked() {
+    let dir = sockdir();
+    let asked: u64 = 1 << 20;
+    let bal = Balancer::start(dir.path(), &["--udp-recv-buffer", &asked.to_string()]);
+    let rec = bal.proc.wait_for("UDP receive buffer", |_| true);
+    assert_eq!(rec["requested"], asked);
+    // Without CAP_NET_ADMIN the kernel caps the request at rmem_max; the
+    // system default (rmem_default, 208 KiB on most systems) is less.
+    let rmem_max: u64 = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let granted = rec["granted"].as_u64().unwrap();
+    assert!(
+        granted >= asked.min(rmem_max),
+        "granted {granted}, asked {asked}, rmem_max {rmem_max}"
+    );
+    // 0 keeps the system default, and says nothing: once the loop has
+    // answered a query (no backend: SERVFAIL, logged), anything logged at
+    // its start has been read.
+    let bal = Balancer::start(dir.path(), &["--udp-recv-buffer", "0"]);
+    let answer = udp_ask(
+        lo(98),
+        bal.target(),
+        "www.example.com.",
+        RecordType::A,
+        TWO_S,
+    )
+    .await;
+    assert_eq!(answer.map(|m| rcode(&m)), Some(ResponseCode::ServFail));
+    bal.proc.wait_for("no backends available", |_| true);
+    assert_eq!(bal.proc.count("UDP receive buffer", |_| true), 0);
+}
