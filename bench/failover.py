@@ -7,15 +7,15 @@ queries/s in all).  Two scenarios, each on fresh processes:
 
 - kill: `kill -9` of one backend a third of the way in; it is restarted
   two thirds of the way in (its clients move away, then back);
-- hang: SIGSTOP of one backend a quarter of the way in, SIGCONT half-way
-  (the socket stays open: only the passive check or the heartbeat timeout
-  can tell).
+- hang: SIGSTOP of one backend a quarter of the way in, SIGCONT three
+  quarters of the way in (20 s with the default --seconds); the socket
+  stays open, so only the passive check or the heartbeat timeout can tell.
 
 dnsperf's timeout (-t 5) is longer than the balancer's --query-timeout
 (2 s), so an answer the balancer makes itself (SERVFAIL) counts as an
 answer, and "lost" means a client got nothing at all.
 
-    bench/failover.py [--seconds 18] [--rate 12000]
+    bench/failover.py [--seconds 40] [--rate 12000]
 
 Prints a report and writes bench/results/failover.md.
 """
@@ -83,7 +83,7 @@ def scenario(kind, seconds, rate):
         if kind == "kill":
             plan = [(seconds / 3, "kill -9"), (2 * seconds / 3, "restart")]
         else:
-            plan = [(seconds / 4, "SIGSTOP"), (seconds / 2, "SIGCONT")]
+            plan = [(seconds / 4, "SIGSTOP"), (3 * seconds / 4, "SIGCONT")]
         for at, what in plan:
             time.sleep(max(0.0, start + at - time.time()))
             if what == "kill -9":
@@ -118,7 +118,8 @@ def scenario(kind, seconds, rate):
         faults = []
         with open(os.path.join(tmp, "balancer.log")) as f:
             for line in f:
-                for msg in ["backend socket EOF", "no heartbeat from backend",
+                for msg in ["backend socket EOF", "backend socket error",
+                            "backend faulted (reset and reconnect)", "no heartbeat from backend",
                             "replayed queries in flight to other backends",
                             "backend answers no queries (probing)"]:
                     if f'"msg":"{msg}"' in line:
@@ -141,7 +142,7 @@ def scenario(kind, seconds, rate):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=int, default=18)
+    ap.add_argument("--seconds", type=int, default=40)
     ap.add_argument("--rate", type=int, default=12000)
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
