@@ -16,11 +16,12 @@
 //!
 //! Not a test: it prints figures; targets are judged by a person.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::query;
 
 const PORT: u16 = 15980;
 const QUERIES_PER_REMOTE: usize = 2;
@@ -28,17 +29,6 @@ const STEP: u32 = 100_000;
 /// Longer than filling the table takes (1M remotes at 50k/s: 20 s).
 const EXPIRY_SECS: u64 = 40;
 const WARMUP: u32 = 20_000;
-
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -73,15 +63,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 /// Remotes the balancer tracks now, from its stats socket.
 fn tracked(stats: &std::path::Path) -> u64 {
-    let Ok(mut s) = UnixStream::connect(stats) else {
-        return 0;
-    };
-    let mut doc = Vec::new();
-    if s.write_all(b"summary\n").is_err() || s.read_to_end(&mut doc).is_err() {
-        return 0;
-    }
-    serde_json::from_slice::<serde_json::Value>(&doc)
-        .ok()
+    common::stats_request(stats, "summary")
+        .and_then(|doc| serde_json::from_slice::<serde_json::Value>(&doc).ok())
         .and_then(|v| v["remotes_tracked"].as_u64())
         .unwrap_or(0)
 }
@@ -122,19 +105,6 @@ fn send_from(first: u32, n: u32, to: SocketAddr, mut at_step: impl FnMut(u32)) {
     }
 }
 
-fn query(id: u16) -> Vec<u8> {
-    let mut q = vec![0u8; 12];
-    q[0..2].copy_from_slice(&id.to_be_bytes());
-    q[2] = 0x01; // RD
-    q[5] = 1; // one question
-    for label in ["www", "example", "com"] {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
 /// The i-th client address: 127.1.0.0 upward, skipping nothing (loopback
 /// accepts every address of 127/8 as a source).
 fn client(i: u32) -> Ipv4Addr {
@@ -164,66 +134,26 @@ fn main() {
         .prefix("mnbscale")
         .tempdir_in("/tmp")
         .unwrap();
-    let stats = dir.path().join("stats.sock");
-    std::fs::create_dir(dir.path().join("sockets")).unwrap();
-    let mut procs = Procs(Vec::new());
-    for id in ["5300", "5301", "5302"] {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mname-demo-backend"))
-            .arg("-s")
-            .arg(dir.path().join("sockets").join(id))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(c.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        procs.0.push(c);
-    }
-    let bal = Command::new(env!("CARGO_BIN_EXE_mname-balancer"))
-        .args([
-            "-b",
-            "127.0.0.1",
-            "-p",
-            &PORT.to_string(),
-            "-l",
-            "warn",
-            "-s",
-        ])
-        .arg(dir.path().join("sockets"))
-        .arg("-S")
-        .arg(dir.path().join("stats.sock"))
-        .args([
+    let expiry = EXPIRY_SECS.to_string();
+    let setup = common::start(
+        dir.path(),
+        PORT,
+        &[
             "--remote-expiry",
-            &EXPIRY_SECS.to_string(),
+            &expiry,
             "--expiry-sweep",
             "1s",
-        ])
-        .args(["--rebalance-interval", "1h", "--synth-rate", "1000"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = bal.id();
-    // Killed with the backends, also if the benchmark panics.
-    procs.0.push(bal);
-    let to = SocketAddr::from(([127, 0, 0, 1], PORT));
+            "--rebalance-interval",
+            "1h",
+            "--synth-rate",
+            "1000",
+        ],
+    );
+    let (pid, to, stats) = (setup.balancer_pid, setup.to, setup.stats.clone());
     let probe = UdpSocket::bind("127.0.0.2:0").unwrap();
     probe
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
-    // Ready when the probe is answered by a backend.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut buf = [0u8; 512];
-    loop {
-        let _ = probe.send_to(&query(1), to);
-        if let Ok(len) = probe.recv(&mut buf)
-            && len > 3
-            && buf[3] & 0x0f == 0
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "balancer did not come up");
-    }
     // Warm-up: a few remotes come and go, so that the baseline includes
     // the pages that tracking and expiring remotes touch.
     println!(

@@ -14,41 +14,18 @@
 //!
 //! Not a test: it prints figures; a person judges them.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::query;
+
 const PORT: u16 = 15981;
 const PROBES: usize = 4;
 const PHASE: Duration = Duration::from_secs(6);
-
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn query(id: u16) -> Vec<u8> {
-    let mut q = vec![0u8; 12];
-    q[0..2].copy_from_slice(&id.to_be_bytes());
-    q[2] = 0x01;
-    q[5] = 1;
-    for label in ["www", "example", "com"] {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
 
 /// Latencies in microseconds of one probe client, one query outstanding,
 /// until `stop`.  A query unanswered within 1 s counts as 1 s.
@@ -114,10 +91,7 @@ fn report(name: &str, lat: &[f64]) {
 /// One whole snapshot: (bytes, remotes listed, seconds).
 fn dump(path: &std::path::Path) -> (usize, usize, f64) {
     let t = Instant::now();
-    let mut s = UnixStream::connect(path).unwrap();
-    s.write_all(b"snapshot\n").unwrap();
-    let mut doc = Vec::new();
-    s.read_to_end(&mut doc).unwrap();
+    let doc = common::stats_request(path, "snapshot").expect("a snapshot");
     let v: serde_json::Value = serde_json::from_slice(&doc).expect("a complete JSON document");
     let remotes = v["remotes"].as_array().map_or(0, Vec::len);
     (doc.len(), remotes, t.elapsed().as_secs_f64())
@@ -132,50 +106,12 @@ fn main() {
         .prefix("mnbstats")
         .tempdir_in("/tmp")
         .unwrap();
-    let socks = dir.path().join("sockets");
-    std::fs::create_dir(&socks).unwrap();
-    let stats_path = dir.path().join("stats.sock");
-    let mut procs = Procs(Vec::new());
-    for id in ["5300", "5301", "5302"] {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mname-demo-backend"))
-            .arg("-s")
-            .arg(socks.join(id))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(c.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        procs.0.push(c);
-    }
-    let bal = Command::new(env!("CARGO_BIN_EXE_mname-balancer"))
-        .args(["-b", "127.0.0.1", "-p", &PORT.to_string(), "-l", "warn"])
-        .arg("-s")
-        .arg(&socks)
-        .arg("-S")
-        .arg(&stats_path)
-        .args(["--remote-expiry", "1h", "--rebalance-interval", "1h"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    procs.0.push(bal);
-    let to = SocketAddr::from(([127, 0, 0, 1], PORT));
-
-    // Ready when a probe is answered.
-    let ready = UdpSocket::bind("127.0.0.2:0").unwrap();
-    ready
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut buf = [0u8; 512];
-    loop {
-        let _ = ready.send_to(&query(1), to);
-        if matches!(ready.recv(&mut buf), Ok(n) if n > 3 && buf[3] & 0x0f == 0) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "balancer did not come up");
-    }
+    let setup = common::start(
+        dir.path(),
+        PORT,
+        &["--remote-expiry", "1h", "--rebalance-interval", "1h"],
+    );
+    let (to, stats_path) = (setup.to, setup.stats.clone());
 
     // Make n remotes known, paced at about 100k queries/s.
     let q = query(7);
