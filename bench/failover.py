@@ -30,7 +30,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from overload import PORT, ROOT, ask, dnsperf, finish, parse_dnsperf  # noqa: E402
+from common import (ROOT, dnsperf, finish, parse_dnsperf, start_backend,  # noqa: E402
+                    start_balancer, write_queries)
 
 CLIENTS = [f"127.0.0.{50 + i}" for i in range(6)]
 VICTIM = "5301"
@@ -44,14 +45,6 @@ def rcodes(out):
     return {name: int(n) for name, n in re.findall(r"([A-Z]+) (\d+)", m.group(1))}
 
 
-def start_backend(socks, name):
-    p = subprocess.Popen([os.path.join(ROOT, "target/release/mname-demo-backend"),
-                          "-s", os.path.join(socks, name), "-n", name],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    p.stdout.readline()
-    return p
-
-
 def scenario(kind, seconds, rate):
     tmp = tempfile.mkdtemp(prefix=f"mnb-failover-{kind}.")
     socks = os.path.join(tmp, "sockets")
@@ -60,18 +53,10 @@ def scenario(kind, seconds, rate):
     try:
         backends = {n: start_backend(socks, n) for n in ["5300", "5301", "5302"]}
         procs.extend(backends.values())
-        log = open(os.path.join(tmp, "balancer.log"), "w")
-        bal = subprocess.Popen([os.path.join(ROOT, "target/release/mname-balancer"),
-                                "-b", "127.0.0.1", "-p", str(PORT), "-s", socks, "-l", "info"],
-                               stdout=log, stderr=subprocess.STDOUT)
+        log_path = os.path.join(tmp, "balancer.log")
+        bal = start_balancer(socks, log_path)
         procs.append(bal)
-        deadline = time.time() + 20
-        while ask("127.0.0.2") != 0:
-            if time.time() > deadline:
-                sys.exit("balancer not answering")
-        qfile = os.path.join(tmp, "queries")
-        with open(qfile, "w") as f:
-            f.write("www.example.com A\na1.example.com A\nwhoami.example.com TXT\n")
+        qfile = write_queries(tmp)
         per_client = max(1, rate // len(CLIENTS))
         clients = [dnsperf(["-l", str(seconds), "-Q", str(per_client), "-q", "500", "-t", "5",
                             "-b", "4096"],
@@ -105,9 +90,9 @@ def scenario(kind, seconds, rate):
                 codes[k] = codes.get(k, 0) + v
         bal.send_signal(signal.SIGUSR1)
         time.sleep(0.5)
-        log.flush()
+        bal.log.flush()
         counters = ""
-        with open(os.path.join(tmp, "balancer.log")) as f:
+        with open(log_path) as f:
             for line in f:
                 if '"msg":"counters"' in line:
                     counters = line
@@ -116,7 +101,7 @@ def scenario(kind, seconds, rate):
         shown = ", ".join(f"{k} {m.group(1)}" for k in keys
                           for m in [re.search(rf'"{k}":(\d+)', counters)] if m)
         faults = []
-        with open(os.path.join(tmp, "balancer.log")) as f:
+        with open(log_path) as f:
             for line in f:
                 for msg in ["backend socket EOF", "backend socket error",
                             "backend faulted (reset and reconnect)", "no heartbeat from backend",

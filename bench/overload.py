@@ -19,73 +19,14 @@ import json
 import os
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PORT = 15700
-
-
-def query(name, qid, qtype=1):
-    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    for label in name.split("."):
-        q += bytes([len(label)]) + label.encode()
-    return q + b"\0" + struct.pack(">HH", qtype, 1)
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def ask(src, timeout=0.2):
-    """One query from `src`; the rcode, or None on timeout."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((src, 0))
-    s.settimeout(timeout)
-    try:
-        s.sendto(query("www.example.com", 77), ("127.0.0.1", PORT))
-        data = s.recv(4096)
-        return data[3] & 0x0F
-    except OSError:
-        return None
-    finally:
-        s.close()
-
-
-def dnsperf(args, src, qfile):
-    """Start dnsperf with its output in a file: under overload it prints a
-    warning per late answer, which would fill a pipe nobody reads yet and
-    stop it.  finish() waits for it and returns the output."""
-    out = tempfile.TemporaryFile(mode="w+")
-    cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(PORT), "-a", src, "-d", qfile] + args
-    p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
-    p.out = out
-    return p
-
-
-def finish(p, timeout=120):
-    p.wait(timeout=timeout)
-    p.out.seek(0)
-    return p.out.read()
-
-
-def parse_dnsperf(out):
-    r = {}
-    for line in out.splitlines():
-        line = line.strip()
-        for key, name in [("Queries sent:", "sent"), ("Queries completed:", "completed"),
-                          ("Queries lost:", "lost")]:
-            if line.startswith(key):
-                r[name] = int(line.split()[2])
-    return r
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (ROOT, ask, dnsperf, finish, parse_dnsperf, rss_kib,  # noqa: E402
+                    start_backend, start_balancer, write_queries)
 
 
 def main():
@@ -103,24 +44,11 @@ def main():
     procs = []
     try:
         for n in ["5300", "5301", "5302"]:
-            p = subprocess.Popen([os.path.join(ROOT, "target/release/mname-demo-backend"),
-                                  "-s", os.path.join(socks, n), "--cost-us", str(args.cost_us)],
-                                 stdout=subprocess.PIPE, text=True)
-            procs.append(p)
-            p.stdout.readline()
+            procs.append(start_backend(socks, n, ["--cost-us", str(args.cost_us)]))
         log_path = os.path.join(tmp, "balancer.log")
-        log = open(log_path, "w")
-        bal = subprocess.Popen([os.path.join(ROOT, "target/release/mname-balancer"),
-                                "-b", "127.0.0.1", "-p", str(PORT), "-s", socks, "-l", "info"],
-                               stdout=log, stderr=subprocess.STDOUT)
+        bal = start_balancer(socks, log_path)
         procs.append(bal)
-        deadline = time.time() + 20
-        while ask("127.0.0.2") != 0:
-            if time.time() > deadline:
-                sys.exit("balancer not answering")
-        qfile = os.path.join(tmp, "queries")
-        with open(qfile, "w") as f:
-            f.write("www.example.com A\na1.example.com A\nwhoami.example.com TXT\n")
+        qfile = write_queries(tmp)
         base = rss_kib(bal.pid)
         print("overload starts", file=sys.stderr)
         clients = [dnsperf(["-l", str(args.seconds), "-q", "50000", "-c", "4", "-t", "1"],
@@ -169,7 +97,7 @@ def main():
             f"- offered: {sent} queries ({sent / args.seconds:.0f}/s); completed by dnsperf: {done} "
             f"({100.0 * done / max(sent, 1):.1f}%, SERVFAIL answers included)",
             f"- balancer RSS: {base} KiB before, peak {peak} KiB during, {after_rss} KiB after",
-            f"- first answer to a new client after the overload: "
+            "- first answer to a new client after the overload: "
             + (f"{first_answer * 1000:.0f} ms" if first_answer is not None else "none within 10 s"),
             f"- light load right after (2000 q/s for 3 s): {light_r.get('completed', 0)} of "
             f"{light_r.get('sent', 0)} answered, {light_r.get('lost', 0)} lost",
