@@ -371,16 +371,23 @@ fn as_user(uid: u32, gid: u32, sock: &str) -> Option<Output> {
     }
 }
 
+/// The balancer on a free port, backends in `dir`, stats socket `sock`,
+/// for tests that expect it to refuse to start.
+fn balancer_with_stats(dir: &std::path::Path, sock: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mname-balancer"));
+    cmd.args(["-b", "127.0.0.1", "-p", "0", "-s"])
+        .arg(dir)
+        .arg("-S")
+        .arg(sock)
+        .env_remove("LOG_LEVEL");
+    cmd
+}
+
 #[test]
 fn stats_socket_inside_the_backend_directory_is_refused() {
     let dir = sockdir();
     let sock = dir.path().join("stats.sock");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mname-balancer"));
-    cmd.args(["-b", "127.0.0.1", "-p", "0", "-s"])
-        .arg(dir.path())
-        .arg("-S")
-        .arg(&sock)
-        .env_remove("LOG_LEVEL");
+    let cmd = balancer_with_stats(dir.path(), &sock);
     let mut p = Proc::spawn("balancer", cmd);
     assert_eq!(p.wait_exit(), Some(1));
     let err = p.stderr_text();
@@ -553,12 +560,7 @@ async fn stale_socket_replaced_live_one_kept_file_removed_on_sigterm() {
     assert_eq!(doc["remotes"][0]["ip"], "127.0.0.70");
 
     // A second balancer does not take a live socket over.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mname-balancer"));
-    cmd.args(["-b", "127.0.0.1", "-p", "0", "-s"])
-        .arg(dir.path())
-        .arg("-S")
-        .arg(&sock)
-        .env_remove("LOG_LEVEL");
+    let cmd = balancer_with_stats(dir.path(), &sock);
     let mut second = Proc::spawn("second balancer", cmd);
     assert_eq!(second.wait_exit(), Some(1));
     assert!(
@@ -586,12 +588,7 @@ async fn stale_socket_replaced_live_one_kept_file_removed_on_sigterm() {
 
     // A file that is not a socket is left alone, and the balancer exits 1.
     std::fs::write(&sock, b"keep me").unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mname-balancer"));
-    cmd.args(["-b", "127.0.0.1", "-p", "0", "-s"])
-        .arg(dir.path())
-        .arg("-S")
-        .arg(&sock)
-        .env_remove("LOG_LEVEL");
+    let cmd = balancer_with_stats(dir.path(), &sock);
     let mut third = Proc::spawn("third balancer", cmd);
     assert_eq!(third.wait_exit(), Some(1));
     assert_eq!(std::fs::read(&sock).unwrap(), b"keep me");
