@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use mname_balancer::inflight::{InFlight, Limits, QueryKey};
+use mname_balancer::core::inflight::{InFlight, Limits, QueryKey};
 
 const QUERIES: u32 = 1_000_000;
 const RUNS: usize = 7;

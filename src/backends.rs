@@ -7,9 +7,9 @@
 //! (round-robin over healthy backends in id order), and when remotes are
 //! spread unfairly enough to be rebalanced.
 //!
-//! It is plain data changed by plain functions.  The event loop
-//! ([`crate::balancer`]) owns the table, performs the I/O (see
-//! [`crate::link`]) and tells the table what happened.  Backends are never
+//! It is plain data changed by plain functions.  The core
+//! ([`crate::core`]) owns the table and tells it what happened; the shell
+//! ([`crate::shell`]) does the I/O.  Backends are never
 //! deleted: a socket that disappears is marked removed and is picked up again
 //! if it returns, keeping its id and its counters.
 
@@ -32,7 +32,9 @@ pub const NO_BACKEND: BackendId = 0;
 /// The ids reserved for sockets named after their backend's DNS port.
 const PORT_NAMED_IDS: std::ops::RangeInclusive<u32> = 5300..=5399;
 
-/// Where the control session of a backend stands.
+/// Where the control session of a backend stands: one enum, so that a
+/// state the protocol does not allow (a heartbeat outstanding before
+/// hello, capabilities on a closed session) cannot be written down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
     /// Not connected and no reconnect pending: new, or its socket removed.
@@ -43,9 +45,50 @@ pub enum LinkState {
     Connecting,
     /// CLIENT_HELLO sent, waiting for SERVER_HELLO.
     AwaitingHello,
-    /// Hello exchanged: the backend takes traffic.  `heartbeat_sent` is when
-    /// the outstanding CLIENT_HEARTBEAT went out, if one is outstanding.
-    Ready { heartbeat_sent: Option<Instant> },
+    /// Hello exchanged: the backend takes traffic.
+    Ready(Ready),
+}
+
+/// A backend that said hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    pub caps: Caps,
+    pub heartbeat: Heartbeat,
+}
+
+/// What the backend said of protocol extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caps {
+    /// The second CLIENT_HELLO (which asks for them) is unanswered.
+    Asked,
+    /// Its [`capability`] bits (0: the original protocol only).
+    Known(u32),
+}
+
+/// The heartbeat of a ready backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// None outstanding; the next is sent after the heartbeat interval.
+    Idle,
+    /// One went out at `at`.  `probe`: sent (or cut short) because the
+    /// backend left queries unanswered, so it has only the probe timeout.
+    Sent { at: Instant, probe: bool },
+}
+
+impl Ready {
+    /// Just said hello: capabilities asked for, no heartbeat out.
+    pub fn new() -> Self {
+        Ready {
+            caps: Caps::Asked,
+            heartbeat: Heartbeat::Idle,
+        }
+    }
+}
+
+impl Default for Ready {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// What a client needs of its backend.
@@ -142,16 +185,9 @@ pub struct Backend {
     /// Bumped at every connection attempt so that news from an abandoned
     /// connection is recognised and ignored.
     pub generation: u64,
-    /// Protocol extensions the current session announced
-    /// ([`capability`] bits).
-    pub caps: u32,
-    /// A second CLIENT_HELLO asked for capabilities and is unanswered.
-    pub caps_pending: bool,
     /// Since when the backend has left queries unanswered without answering
     /// any; `None` when it owes nothing or has just answered.
     pub unanswered_since: Option<Instant>,
-    /// A heartbeat was sent early because the backend answers nothing.
-    pub probing: bool,
     pub stats: BackendStats,
 }
 
@@ -159,12 +195,35 @@ impl Backend {
     /// Healthy: hello exchanged, heartbeats answered.  Only ok backends are
     /// given traffic.
     pub fn is_ok(&self) -> bool {
-        matches!(self.state, LinkState::Ready { .. })
+        matches!(self.state, LinkState::Ready(_))
+    }
+
+    /// The protocol extensions its current session announced
+    /// ([`capability`] bits; 0 when not ready or not yet known).
+    pub fn caps(&self) -> u32 {
+        match self.state {
+            LinkState::Ready(Ready {
+                caps: Caps::Known(c),
+                ..
+            }) => c,
+            _ => 0,
+        }
+    }
+
+    /// Probed: a heartbeat is out because it left queries unanswered.
+    pub fn is_probed(&self) -> bool {
+        matches!(
+            self.state,
+            LinkState::Ready(Ready {
+                heartbeat: Heartbeat::Sent { probe: true, .. },
+                ..
+            })
+        )
     }
 
     /// Ok, and able to serve a client that needs `need`.
     pub fn serves(&self, need: Need) -> bool {
-        self.is_ok() && (need == Need::Any || self.caps & capability::IPV6 != 0)
+        self.is_ok() && (need == Need::Any || self.caps() & capability::IPV6 != 0)
     }
 
     /// A short name for the state, for logs and stats.
@@ -175,10 +234,11 @@ impl Backend {
             LinkState::ReconnectPending => "reconnect-wait",
             LinkState::Connecting => "connecting",
             LinkState::AwaitingHello => "awaiting-hello",
-            LinkState::Ready {
-                heartbeat_sent: Some(_),
-            } => "ok-heartbeat-outstanding",
-            LinkState::Ready { .. } => "ok",
+            LinkState::Ready(Ready {
+                heartbeat: Heartbeat::Sent { .. },
+                ..
+            }) => "ok-heartbeat-outstanding",
+            LinkState::Ready(_) => "ok",
         }
     }
 }
@@ -211,10 +271,7 @@ impl Backends {
             backoff: Backoff::immediate(),
             remotes: 0,
             generation: 0,
-            caps: 0,
-            caps_pending: false,
             unanswered_since: None,
-            probing: false,
             stats: BackendStats::default(),
         });
         self.by_id.insert(id, key);
@@ -348,9 +405,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn ready() -> LinkState {
-        LinkState::Ready {
-            heartbeat_sent: None,
-        }
+        LinkState::Ready(Ready::new())
     }
 
     pub(crate) fn table(names: &[&str]) -> Backends {
@@ -399,7 +454,10 @@ pub(crate) mod tests {
     fn ipv6_clients_only_get_backends_that_announced_it() {
         let mut b = table(&["5300", "5301", "5302"]);
         assert_eq!(b.select_for(Need::Ipv6), None, "none announced");
-        b.get_mut(5302).unwrap().caps = capability::IPV6;
+        b.get_mut(5302).unwrap().state = LinkState::Ready(Ready {
+            caps: Caps::Known(capability::IPV6),
+            heartbeat: Heartbeat::Idle,
+        });
         assert_eq!(b.select_for(Need::Ipv6), Some(5302));
         assert_eq!(b.select_for(Need::Ipv6), Some(5302));
         assert_eq!(

@@ -2,49 +2,49 @@
 //! server processes (node-mname's `listenBalancer`) that listen on AF_UNIX
 //! sockets in one directory.  A drop-in replacement for Joyent's C balancer.
 //!
-//! How data moves:
+//! The map.  Imports run one way: binaries -> [`shell`] and [`ops`] ->
+//! [`core`] -> the pure tables -> the protocol ([`frame`]).
+//!
+//! - [`core`]: every decision, and no I/O: it owns the backend table, the
+//!   remotes, the timers, the in-flight table and the counters, takes
+//!   events with the time they happened, and says what to do through
+//!   [`core::Io`].  Its policy modules: datagrams (forwarding and answers),
+//!   control (backend sessions, heartbeats, faults, replay), tcp
+//!   (admission), timers, [`core::intake`] (is it a query),
+//!   [`core::synth`] (the balancer's own answers), [`core::inflight`],
+//!   [`core::counters`], [`core::snapshot`] (stats views).
+//! - The pure tables the core keeps, at the top as in the original:
+//!   [`backends`] (ids, health, round-robin, rebalancing), [`remotes`]
+//!   (client hosts pinned to backends: primary, backup, revert) and
+//!   [`timeouts`] (timer defaults, back-off, the deadline tree).
+//! - [`shell`]: the event loop that does the I/O: binds the listeners,
+//!   reads datagrams in batches ([`shell::udp`], [`shell::mmsg`]), owns the
+//!   backend sockets ([`shell::links`]), relays TCP sessions
+//!   ([`shell::tcp_session`]), hears signals, and carries out what the
+//!   core decides.
+//! - [`ops`]: the operator's side: stats socket and `balstat`'s protocol,
+//!   Prometheus metrics, the sidecar thread that serves them, systemd
+//!   socket activation and readiness.
+//! - [`cli`], [`logging`]: the command line and bunyan logs.
+//!
+//! How a datagram travels:
 //!
 //! ```text
-//!  client --UDP--> udp_relay --INBOUND_UDP--> link (OutQueue) --> backend
-//!  client <--UDP-- udp_relay <--OUTBOUND_UDP-- balancer (decode) <-- link
-//!  client --TCP--> balancer (accept, pick) --> tcp_relay session --> backend
+//!  client --UDP--> shell::udp (recvmmsg, framed in place)
+//!        --> Core::on_datagram (intake, remote, backend, in-flight)
+//!        --> Io::send_frame --> shell::links (queue, write) --> backend
+//!  backend --> shell::links (read) --> Core::on_link_bytes (frames, match)
+//!        --> Io::queue_answer --> shell::udp (sendmmsg) --> client
 //! ```
-//!
-//! - [`balancer`]: the event loop; owns all state and makes every decision.
-//! - [`backends`]: the backend table, ids, health, round-robin, rebalancing.
-//! - [`remotes`]: client hosts pinned to backends (primary, backup, revert).
-//! - [`timeouts`]: named timer defaults, reconnect back-off, deadline tree.
-//! - [`frame`]: the wire protocol's frames (pure codec).
-//! - [`link`]: the I/O task of one backend control session.
-//! - [`udp_relay`], [`tcp_relay`]: moving client traffic; [`mmsg`]: batched
-//!   datagram system calls.
-//! - [`cli`], [`logging`]: the command line and bunyan logs.
-//! - [`activation`]: systemd socket activation and readiness (sd_notify).
-//! - [`stats`]: snapshots of the loop's state, asked for by
-//!   [`stats_socket`] (`-S`, read by `balstat`) and [`metrics`]
-//!   (`--metrics`, Prometheus), which run on the [`sidecar`] thread.
-//! - [`listener`]: the backend side of the protocol, for writing backends in
-//!   Rust; [`demo_zone`] answers from a tiny built-in zone on top of it.
 
-pub mod activation;
 pub mod backends;
-pub mod balancer;
 pub mod cli;
+pub mod core;
 pub mod demo_zone;
 pub mod frame;
-pub mod inflight;
-pub mod intake;
-pub mod link;
 pub mod listener;
 pub mod logging;
-pub mod metrics;
-pub mod mmsg;
+pub mod ops;
 pub mod remotes;
-pub mod sidecar;
-pub mod stats;
-pub mod stats_socket;
-pub mod synth;
-pub mod sys;
-pub mod tcp_relay;
+pub mod shell;
 pub mod timeouts;
-pub mod udp_relay;

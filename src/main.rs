@@ -2,15 +2,16 @@
 //! the sockets systemd passed (socket activation) or bind the listeners,
 //! tell the service manager when it serves and when it stops (sd_notify),
 //! and run the event loop on a current-thread runtime until SIGINT or
-//! SIGTERM (see [`mname_balancer::balancer`] for the signals and
-//! [`mname_balancer::activation`] for systemd).  All logic lives in the
+//! SIGTERM (see [`mname_balancer::core::Signal`] for the signals and
+//! [`mname_balancer::ops::activation`] for systemd).  All logic lives in the
 //! library.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mname_balancer::{activation, balancer, cli, logging};
+use mname_balancer::ops::{activation, sidecar};
+use mname_balancer::{cli, logging, shell};
 use slog::{Logger, error, info};
 
 fn main() -> ExitCode {
@@ -53,8 +54,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let listeners = match inherited {
             Some(sockets) => sockets.into_listeners(&config, &log)?,
-            None => balancer::bind(&config, &log)?,
+            None => shell::bind(&config, &log)?,
         };
+        // Serializing for stats and metrics happens on the sidecar's thread.
+        let (sidecar, stats) = sidecar::start_for(&config, &log)?;
         let status = activation::serving_status(&listeners, &config.socket_dir);
         let stopping = watch_for_stop(&log);
         // Spawned tasks first run when the loop below first waits, that is
@@ -64,7 +67,15 @@ fn main() -> ExitCode {
         tokio::spawn(async move { activation::notify_ready(&status, &ready_log) });
         // Signals are handled inside the loop (drain on the first SIGTERM,
         // exit on the second), so no extra shutdown trigger is needed.
-        let result = balancer::run(config, log.clone(), listeners, std::future::pending()).await;
+        let result = shell::run(
+            config,
+            log.clone(),
+            listeners,
+            stats,
+            std::future::pending(),
+        )
+        .await;
+        drop(sidecar);
         if !stopping.swap(true, Ordering::SeqCst) {
             activation::notify_stopping("exiting", &log);
         }

@@ -196,19 +196,15 @@ pub struct Remotes {
     epoch: Instant,
 }
 
-impl Default for Remotes {
-    fn default() -> Self {
+impl Remotes {
+    /// An empty table; times are kept relative to `epoch` (the core's
+    /// start).
+    pub fn new(epoch: Instant) -> Self {
         Remotes {
             v4: BTreeMap::new(),
             v6: BTreeMap::new(),
-            epoch: Instant::now(),
+            epoch,
         }
-    }
-}
-
-impl Remotes {
-    pub fn new() -> Self {
-        Self::default()
     }
 
     fn ms(&self, t: Instant) -> u64 {
@@ -358,7 +354,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn primary_then_backup_then_revert() {
         let mut b = table(&["5300", "5301", "5302"]);
-        let mut r = Remotes::new();
+        let mut r = Remotes::new(Instant::now());
         let now = Instant::now();
         let (rem, created) = r.touch(ip(1), now);
         assert!(created);
@@ -393,7 +389,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn removed_primary_is_replaced() {
         let mut b = table(&["5300", "5301"]);
-        let mut r = Remotes::new();
+        let mut r = Remotes::new(Instant::now());
         let (rem, _) = r.touch(ip(1), Instant::now());
         assert_eq!(rem.choose_backend(&mut b).backend, Some(5300));
         let be = b.get_mut(5300).unwrap();
@@ -413,7 +409,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn ipv4_and_ipv6_remotes_keep_address_order_across_pages() {
-        let mut r = Remotes::new();
+        let mut r = Remotes::new(Instant::now());
         let now = Instant::now();
         let ips: Vec<IpAddr> = ["::1", "10.0.0.2", "2001:db8::1", "10.0.0.1", "192.0.2.1"]
             .iter()
@@ -452,7 +448,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn synthesized_answers_are_rate_limited_per_second() {
-        let mut r = Remotes::new();
+        let mut r = Remotes::new(Instant::now());
         let (rem, _) = r.touch(ip(1), Instant::now());
         let allowed = (0..10).filter(|_| rem.allow_synthesized(7, 3)).count();
         assert_eq!(allowed, 3);
@@ -463,7 +459,7 @@ mod tests {
     async fn no_backend_ok_gives_none() {
         let mut b = table(&["5300"]);
         b.get_mut(5300).unwrap().state = LinkState::AwaitingHello;
-        let mut r = Remotes::new();
+        let mut r = Remotes::new(Instant::now());
         let (rem, _) = r.touch(ip(1), Instant::now());
         assert_eq!(rem.choose_backend(&mut b).backend, None);
         assert_eq!(rem.primary, NO_BACKEND);
@@ -472,7 +468,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn expiry_at_exactly_the_configured_age() {
         let mut b = table(&["5300"]);
-        let mut r = Remotes::new();
+        let mut r = Remotes::new(Instant::now());
         let t0 = Instant::now();
         let age = Duration::from_secs(300);
         r.touch(ip(1), t0).0.choose_backend(&mut b);
@@ -495,7 +491,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn rebalance_unassigns_surplus_of_fullest_in_address_order() {
         let mut b = table(&["5300", "5301", "5302"]);
-        let mut r = Remotes::new();
+        let mut r = Remotes::new(Instant::now());
         let now = Instant::now();
         // Eight remotes, all on 5300 while the others were down.
         for id in [5301, 5302] {

@@ -16,7 +16,7 @@ use std::time::Instant;
 use common::*;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use mname_balancer::metrics;
+use mname_balancer::ops::metrics;
 use serde::Deserialize;
 use tokio::net::UdpSocket;
 

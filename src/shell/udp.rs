@@ -8,66 +8,37 @@
 //! socket that received the query.
 //!
 //! This module owns the sockets and the receive buffers.  Datagrams are
-//! received in batches with `recvmmsg(2)` ([`crate::mmsg`]), each directly
+//! received in batches with `recvmmsg(2)` ([`super::mmsg`]), each directly
 //! behind room for the largest frame header, so framing one costs writing
 //! the header and one copy into the backend's queue; the buffers are reused.
 //! Answers are gathered per socket and sent with `sendmmsg(2)`.  On a
 //! wildcard socket each answer leaves from the address its query was sent
 //! to: a query's "listener" is a reply path (socket and local address),
 //! see [`UdpRelay`].  Which backend gets the datagram is decided by the
-//! event loop ([`crate::balancer`]).  Reading is done in
+//! core ([`crate::core`]).  Reading is done in
 //! bounded batches so that a flood of queries cannot starve the backends'
 //! answers.
 
 use std::collections::HashMap;
-use std::future::poll_fn;
 use std::io;
-use std::net::{IpAddr, SocketAddr, SocketAddrV6};
-use std::task::Poll;
+use std::net::{SocketAddr, SocketAddrV6};
+use std::task::{Context, Poll};
 
 use foldhash::fast::RandomState;
 use tokio::net::UdpSocket;
 
-use crate::frame::{self, MAX_PAYLOAD, UDP6_HEADER_LEN};
-use crate::mmsg::{self, LocalAddr, RecvBatch, SendBatch};
+use super::mmsg::{self, LocalAddr, RecvBatch, SendBatch};
+use crate::core::Datagram;
+use crate::frame::UDP6_HEADER_LEN;
 
-/// Receive calls (of up to [`crate::mmsg::BATCH`] datagrams each) per
+/// Receive calls (of up to [`super::mmsg::BATCH`] datagrams each) per
 /// socket per turn of the event loop before other work gets a turn.
 pub const RECV_CALLS: usize = 4;
 
-/// Room for one datagram: more than [`MAX_PAYLOAD`], so an oversized one is
-/// seen to be oversized rather than silently cut to size.
+/// Room for one datagram: more than the frame limit, so an oversized one is
+/// seen to be oversized rather than silently cut to size
+/// ([`crate::frame::MAX_PAYLOAD`]).
 const RECV_ROOM: usize = 4096;
-
-/// UDP traffic counters for the whole balancer, kept by the event loop.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UdpCounters {
-    pub received: u64,
-    pub forwarded: u64,
-    pub dropped_oversized: u64,
-    pub dropped_short: u64,
-    pub dropped_response: u64,
-    pub dropped_malformed: u64,
-    pub dropped_no_backend: u64,
-    pub dropped_stuck: u64,
-    pub dropped_inflight_full: u64,
-    /// Answers synthesized because no backend could take the query.
-    pub no_backend_answers: u64,
-    /// No-backend answers withheld by the per-remote rate limit.
-    pub no_backend_rate_limited: u64,
-    /// Queries unanswered by their deadline.
-    pub timeouts: u64,
-    /// SERVFAILs sent for timed-out queries.
-    pub timeout_answers: u64,
-    /// Answers that arrived after their query timed out.
-    pub late_answers: u64,
-    /// Answers that matched no query in flight (not sent).
-    pub unsolicited_answers: u64,
-    /// Queries sent once more after their backend failed.
-    pub replayed: u64,
-    pub replies: u64,
-    pub replies_failed: u64,
-}
 
 /// How many distinct (socket, local address) reply paths are remembered.
 /// A host has few addresses; past the bound, answers leave as the kernel
@@ -82,13 +53,19 @@ struct ReplyPath {
     local: Option<LocalAddr>,
 }
 
-/// The listening UDP sockets, the reusable receive buffers and the answers
-/// waiting to be sent.
+/// The listening UDP sockets and the reusable receive buffers.
 pub struct UdpRelay {
+    batch: RecvBatch,
+    out: UdpOut,
+}
+
+/// The sending side: sockets, reply paths and the answers waiting to be
+/// sent.  Kept apart from the receive buffers so that a datagram (which
+/// borrows its buffer) can be answered while it is being handled.
+pub struct UdpOut {
     sockets: Vec<UdpSocket>,
     /// Per socket: IPv6 (dual-stack), so IPv4 clients have mapped addresses.
     v6: Vec<bool>,
-    batch: RecvBatch,
     /// Per socket: answers gathered for one `sendmmsg`.
     replies: Vec<SendBatch>,
     /// Reply paths by index: the first `sockets.len()` are the sockets
@@ -97,41 +74,6 @@ pub struct UdpRelay {
     /// index (their "listener"), not an address.
     paths: Vec<ReplyPath>,
     path_index: HashMap<(usize, LocalAddr), usize, RandomState>,
-}
-
-/// One received datagram, framed in place.
-pub struct Datagram<'a> {
-    /// The reply path its answer takes (see [`UdpRelay`]).
-    pub listener: usize,
-    pub src: SocketAddr,
-    /// The source address with any v4-mapping undone.
-    pub ip: IpAddr,
-    pub len: usize,
-    buf: &'a mut [u8],
-}
-
-impl Datagram<'_> {
-    pub fn is_oversized(&self) -> bool {
-        self.len > MAX_PAYLOAD
-    }
-
-    /// The DNS message (at most the receive room).
-    pub fn payload(&self) -> &[u8] {
-        let end = UDP6_HEADER_LEN + self.len.min(RECV_ROOM);
-        &self.buf[UDP6_HEADER_LEN..end]
-    }
-
-    /// The INBOUND_UDP (or INBOUND_UDP6) frame for this datagram, and the
-    /// length of its header.  Only for datagrams within the size limit.
-    pub fn inbound_frame(&mut self) -> Option<(&[u8], usize)> {
-        if self.is_oversized() {
-            return None;
-        }
-        let (h, n) = frame::udp_header(true, self.ip, self.src.port(), self.len);
-        let start = UDP6_HEADER_LEN - n;
-        self.buf[start..UDP6_HEADER_LEN].copy_from_slice(&h[..n]);
-        Some((&self.buf[start..UDP6_HEADER_LEN + self.len], n))
-    }
 }
 
 impl UdpRelay {
@@ -160,78 +102,87 @@ impl UdpRelay {
             })
             .collect();
         let relay = UdpRelay {
-            sockets,
-            v6,
             batch: RecvBatch::new(UDP6_HEADER_LEN, RECV_ROOM),
-            replies,
-            paths,
-            path_index: HashMap::default(),
+            out: UdpOut {
+                sockets,
+                v6,
+                replies,
+                paths,
+                path_index: HashMap::default(),
+            },
         };
         Ok((relay, granted))
     }
 
     /// Listening sockets (not reply paths).
     pub fn len(&self) -> usize {
-        self.sockets.len()
+        self.out.sockets.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sockets.is_empty()
+        self.out.sockets.is_empty()
     }
 
-    /// Wait until some socket has a datagram waiting.
-    pub async fn readable(&self) -> io::Result<()> {
-        poll_fn(|cx| {
-            for s in &self.sockets {
-                if let Poll::Ready(r) = s.poll_recv_ready(cx) {
-                    return Poll::Ready(r);
-                }
+    /// The sending side.
+    pub fn out(&mut self) -> &mut UdpOut {
+        &mut self.out
+    }
+
+    /// Register interest in every socket's readability; Ready if one has a
+    /// datagram waiting.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        for s in &self.out.sockets {
+            if let Poll::Ready(r) = s.poll_recv_ready(cx) {
+                return Poll::Ready(r);
             }
-            Poll::Pending
-        })
-        .await
+        }
+        Poll::Pending
     }
 
-    /// Receive a batch of waiting datagrams from socket `listener` without
-    /// blocking; how many (0 when none is waiting).  Take them with
-    /// [`UdpRelay::datagram`].
-    pub fn recv_batch(&mut self, listener: usize) -> io::Result<usize> {
-        match self.sockets.get(listener) {
-            Some(socket) => self.batch.recv(socket),
-            None => Ok(0),
-        }
-    }
-
-    /// Datagram `i` of the last batch received on socket `socket`.
-    pub fn datagram(&mut self, socket: usize, i: usize) -> Option<Datagram<'_>> {
-        if i >= self.batch.count() {
-            return None;
-        }
-        let (src, len, buf, local) = self.batch.get_mut(i);
-        let src = src?;
-        let listener = match local {
-            None => socket,
-            Some(local) => match self.path_index.get(&(socket, local)) {
-                Some(&path) => path,
-                None if self.paths.len() < MAX_REPLY_PATHS => {
-                    let path = self.paths.len();
-                    self.paths.push(ReplyPath {
-                        socket,
-                        local: Some(local),
-                    });
-                    self.path_index.insert((socket, local), path);
-                    path
-                }
-                None => socket,
-            },
+    /// Receive a batch of waiting datagrams from socket `socket` without
+    /// blocking and hand each to `handle` with the sending side; returns
+    /// how many (0 when none was waiting).
+    pub fn recv_batch(
+        &mut self,
+        socket: usize,
+        mut handle: impl FnMut(&mut Datagram<'_>, &mut UdpOut),
+    ) -> io::Result<usize> {
+        let n = match self.out.sockets.get(socket) {
+            Some(s) => self.batch.recv(s)?,
+            None => return Ok(0),
         };
-        Some(Datagram {
-            listener,
-            src,
-            ip: src.ip().to_canonical(),
-            len,
-            buf,
-        })
+        for i in 0..n {
+            let (src, len, buf, local) = self.batch.get_mut(i);
+            let Some(src) = src else {
+                continue;
+            };
+            let listener = self.out.reply_path(socket, local);
+            let mut dgram = Datagram::new(listener, src, len, buf);
+            handle(&mut dgram, &mut self.out);
+        }
+        Ok(n)
+    }
+}
+
+impl UdpOut {
+    /// The reply path of a datagram received on `socket`, sent to `local`.
+    fn reply_path(&mut self, socket: usize, local: Option<LocalAddr>) -> usize {
+        let Some(local) = local else {
+            return socket;
+        };
+        if let Some(&path) = self.path_index.get(&(socket, local)) {
+            return path;
+        }
+        if self.paths.len() >= MAX_REPLY_PATHS {
+            return socket;
+        }
+        let path = self.paths.len();
+        self.paths.push(ReplyPath {
+            socket,
+            local: Some(local),
+        });
+        self.path_index.insert((socket, local), path);
+        path
     }
 
     /// The address to send to `dest` through socket `socket`: on a
@@ -246,7 +197,7 @@ impl UdpRelay {
     }
 
     /// Queue an answer to `dest` on reply path `listener`; it leaves at the
-    /// next [`UdpRelay::flush_replies`].
+    /// next [`UdpOut::flush_replies`].
     pub fn queue_reply(&mut self, listener: usize, payload: &[u8], dest: SocketAddr) {
         let Some(path) = self.paths.get(listener).copied() else {
             return;
@@ -255,6 +206,11 @@ impl UdpRelay {
         if let Some(batch) = self.replies.get_mut(path.socket) {
             batch.push(dest, path.local, payload);
         }
+    }
+
+    /// Whether answers wait to be sent.
+    pub fn has_replies(&self) -> bool {
+        self.replies.iter().any(|b| !b.is_empty())
     }
 
     /// Send every queued answer.  Returns (sent, dropped): what a full

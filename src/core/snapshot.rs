@@ -1,100 +1,28 @@
-//! STATS SNAPSHOTS
+//! SNAPSHOTS
 //!
 //! What the balancer can say about itself while it runs: its counters, each
-//! backend's state and counters, and each remote's assignment and counters.
-//! Operators of the original could only learn this with a debugger; here
-//! the stats socket ([`crate::stats_socket`], read by `balstat`) and the
-//! Prometheus endpoint ([`crate::metrics`]) ask the event loop for it.
-//!
-//! Tasks outside the loop never touch its state.  They send a
-//! [`StatsRequest`] through a bounded channel ([`StatsHandle`]); the loop
-//! answers each one at once with a copy of what was asked for, and goes on.
-//! A summary (counters and backends) is small.  Remotes can number a
-//! million, so they are asked for in pages ([`StatsRequest::Remotes`],
-//! after a cursor): the loop copies one page per request, and a slow
-//! reader of the stats socket only slows its own task.
-//!
-//! The views are plain data that serialize to the JSON documented in
-//! docs/stats.md; times are wall-clock milliseconds since the Unix epoch.
+//! backend's state and counters, and each remote's assignment and counters,
+//! as plain data that serializes to the JSON documented in docs/stats.md.
+//! The core copies them out on request ([`Core::summary`],
+//! [`Core::remotes_page`], [`Core::remote`]); the stats socket and the
+//! metrics endpoint ([`crate::ops`]) turn the copies into text on another
+//! thread.  Times are wall-clock milliseconds since the Unix epoch, through
+//! a [`WallClock`] the shell reads: the core reads no clock.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::{Core, Counters, Phase};
 use crate::backends::{Backend, BackendId, LATENCY_BUCKETS, Latency, NO_BACKEND};
-use crate::balancer::TcpCounters;
 use crate::remotes::Remote;
-use crate::udp_relay::UdpCounters;
 
 /// The version of the documents in docs/stats.md.  Bumped when a field
 /// changes meaning or goes away; new fields may appear without a bump.
 pub const STATS_VERSION: u32 = 1;
-
-/// Requests waiting for the loop.  Askers wait when it is full.
-pub const STATS_QUEUE: usize = 64;
-
-/// The largest page of remotes one request may ask for: a page is copied
-/// inside the event loop, so its size bounds the time taken from traffic.
-pub const MAX_REMOTES_PAGE: usize = 4096;
-
-/// A question for the event loop.
-#[derive(Debug)]
-pub enum StatsRequest {
-    /// Counters and every backend.
-    Summary(oneshot::Sender<Summary>),
-    /// Up to `limit` remotes in address order, starting after `after`
-    /// (from the first when `None`).
-    Remotes {
-        after: Option<IpAddr>,
-        limit: usize,
-        reply: oneshot::Sender<Vec<RemoteView>>,
-    },
-    /// One remote.
-    Remote {
-        ip: IpAddr,
-        reply: oneshot::Sender<Option<RemoteView>>,
-    },
-}
-
-/// The askers' end of the channel to the loop.
-#[derive(Debug, Clone)]
-pub struct StatsHandle {
-    tx: mpsc::Sender<StatsRequest>,
-}
-
-impl StatsHandle {
-    pub fn new(tx: mpsc::Sender<StatsRequest>) -> Self {
-        StatsHandle { tx }
-    }
-
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> StatsRequest) -> Option<T> {
-        let (reply, answer) = oneshot::channel();
-        self.tx.send(make(reply)).await.ok()?;
-        answer.await.ok()
-    }
-
-    /// `None` once the loop has stopped.
-    pub async fn summary(&self) -> Option<Summary> {
-        self.ask(StatsRequest::Summary).await
-    }
-
-    pub async fn remotes(&self, after: Option<IpAddr>, limit: usize) -> Option<Vec<RemoteView>> {
-        self.ask(|reply| StatsRequest::Remotes {
-            after,
-            limit: limit.min(MAX_REMOTES_PAGE),
-            reply,
-        })
-        .await
-    }
-
-    pub async fn remote(&self, ip: IpAddr) -> Option<Option<RemoteView>> {
-        self.ask(|reply| StatsRequest::Remote { ip, reply }).await
-    }
-}
 
 /// Turns the loop's monotonic instants into wall-clock milliseconds.
 #[derive(Debug, Clone, Copy)]
@@ -104,15 +32,9 @@ pub struct WallClock {
 }
 
 impl WallClock {
-    pub fn now() -> Self {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        WallClock {
-            at: Instant::now(),
-            unix_ms,
-        }
+    /// `at` (monotonic) was `unix_ms` milliseconds after the Unix epoch.
+    pub fn new(at: Instant, unix_ms: u64) -> Self {
+        WallClock { at, unix_ms }
     }
 
     /// Unix milliseconds of `t` (an instant in the past or the future).
@@ -197,7 +119,7 @@ impl BackendView {
             path: be.path.clone(),
             state: be.state_name(),
             ok: be.is_ok(),
-            caps: be.caps,
+            caps: be.caps(),
             remotes: be.remotes,
             inflight,
             udp: s.udp,
@@ -254,61 +176,6 @@ impl RemoteView {
     }
 }
 
-/// The balancer's own counters: every datagram and connection is counted
-/// once here, by what became of it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Counters {
-    pub udp_received: u64,
-    pub udp_forwarded: u64,
-    pub udp_replies: u64,
-    pub udp_replies_failed: u64,
-    pub dropped_oversized: u64,
-    pub dropped_short: u64,
-    pub dropped_response: u64,
-    pub dropped_malformed: u64,
-    pub dropped_no_backend: u64,
-    pub dropped_stuck: u64,
-    pub dropped_inflight_full: u64,
-    pub no_backend_answers: u64,
-    pub no_backend_rate_limited: u64,
-    pub timeouts: u64,
-    pub timeout_answers: u64,
-    pub late_answers: u64,
-    pub unsolicited_answers: u64,
-    pub replayed: u64,
-    pub tcp_accepted: u64,
-    pub tcp_dropped_no_backend: u64,
-    pub tcp_dropped_session_limit: u64,
-}
-
-impl Counters {
-    pub fn of(u: &UdpCounters, t: &TcpCounters) -> Self {
-        Counters {
-            udp_received: u.received,
-            udp_forwarded: u.forwarded,
-            udp_replies: u.replies,
-            udp_replies_failed: u.replies_failed,
-            dropped_oversized: u.dropped_oversized,
-            dropped_short: u.dropped_short,
-            dropped_response: u.dropped_response,
-            dropped_malformed: u.dropped_malformed,
-            dropped_no_backend: u.dropped_no_backend,
-            dropped_stuck: u.dropped_stuck,
-            dropped_inflight_full: u.dropped_inflight_full,
-            no_backend_answers: u.no_backend_answers,
-            no_backend_rate_limited: u.no_backend_rate_limited,
-            timeouts: u.timeouts,
-            timeout_answers: u.timeout_answers,
-            late_answers: u.late_answers,
-            unsolicited_answers: u.unsolicited_answers,
-            replayed: u.replayed,
-            tcp_accepted: t.accepted,
-            tcp_dropped_no_backend: t.dropped_no_backend,
-            tcp_dropped_session_limit: t.dropped_session_limit,
-        }
-    }
-}
-
 /// Everything but the remotes, at one instant.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Summary {
@@ -324,18 +191,59 @@ pub struct Summary {
     pub backends: Vec<BackendView>,
 }
 
+impl Core {
+    /// Counters and every backend, at `now`.
+    pub fn summary(&self, now: Instant, clock: &WallClock, pid: u32) -> Summary {
+        Summary {
+            version: STATS_VERSION,
+            pid,
+            started_ms: clock.unix_ms(self.started),
+            now_ms: clock.unix_ms(now),
+            remotes_tracked: self.remotes.len(),
+            inflight: self.inflight.len(),
+            tcp_sessions_open: self.tcp_open,
+            draining: self.phase != Phase::Serving,
+            counters: self.counters.clone(),
+            backends: self
+                .backends
+                .iter()
+                .map(|be| BackendView::of(be, self.inflight.count_for(be.id) as usize))
+                .collect(),
+        }
+    }
+
+    /// Up to `limit` remotes in address order after `after`.
+    pub fn remotes_page(
+        &self,
+        after: Option<IpAddr>,
+        limit: usize,
+        clock: &WallClock,
+    ) -> Vec<RemoteView> {
+        self.remotes
+            .after(after)
+            .take(limit)
+            .map(|(ip, r)| RemoteView::of(ip, r, |ms| self.remotes.seen_at(ms), clock))
+            .collect()
+    }
+
+    /// One remote, if known.
+    pub fn remote(&self, ip: IpAddr, clock: &WallClock) -> Option<RemoteView> {
+        self.remotes
+            .get(&ip)
+            .map(|r| RemoteView::of(ip, r, |ms| self.remotes.seen_at(ms), clock))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn wall_clock_maps_instants_both_ways() {
-        let clock = WallClock::now();
-        let later = clock.at + Duration::from_millis(1500);
-        assert_eq!(clock.unix_ms(later), clock.unix_ms + 1500);
-        tokio::time::advance(Duration::from_secs(10)).await;
-        let earlier = Instant::now() - Duration::from_secs(10) + Duration::from_millis(250);
-        assert_eq!(clock.unix_ms(earlier), clock.unix_ms + 250);
+    #[test]
+    fn wall_clock_maps_instants_both_ways() {
+        let at = Instant::now();
+        let clock = WallClock::new(at, 1_000_000);
+        assert_eq!(clock.unix_ms(at + Duration::from_millis(1500)), 1_001_500);
+        assert_eq!(clock.unix_ms(at - Duration::from_millis(250)), 999_750);
     }
 
     #[test]

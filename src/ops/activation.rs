@@ -32,8 +32,8 @@ use sd_notify::NotifyState;
 use slog::{Logger, info, warn};
 use socket2::{Socket, Type};
 
-use crate::balancer::Listeners;
 use crate::cli::Config;
+use crate::shell::Listeners;
 
 /// The first descriptor passed by the service manager (SD_LISTEN_FDS_START).
 pub const LISTEN_FDS_START: RawFd = 3;

@@ -7,7 +7,7 @@
 //! backend answers INBOUND_TCP_OK it carries DNS-over-TCP bytes verbatim both
 //! ways.
 //!
-//! The event loop accepts the connection and picks the backend (stickiness is
+//! The core admits the connection and picks the backend (stickiness is
 //! the same as for UDP); a [`run_session`] task does the rest, so a slow
 //! client or backend never holds up the loop.  Bytes the client sends before
 //! the OK are held in the client socket's receive buffer (bounded by the
@@ -15,68 +15,52 @@
 //! separately: after the client's FIN the backend can still answer what was
 //! asked, and only when both directions are done is the session closed.  An
 //! error on either side tears both down.  A backend that does not send the
-//! OK within the TCP connect timeout is reported to the loop, which faults it.
-
-use std::net::IpAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+//! OK within the TCP connect timeout is reported to the core, which faults it.
 
 use slog::{Logger, debug, error, warn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 
 use crate::backends::BackendId;
+use crate::core::{SessionEnd, SessionPlan};
 use crate::frame::{self, frame_type};
 
-/// What a session reports to the event loop.
-#[derive(Debug)]
-pub enum SessionEvent {
-    /// The backend did not confirm the session in time: fault it.
-    OkTimeout { backend: BackendId },
-    /// Connecting to the backend's socket failed.
-    ConnectFailed { backend: BackendId },
-    /// A session ended (the loop may be waiting for the last one to drain).
-    Ended,
+/// How a session's end reaches the loop: the backend and how it ended.
+pub type Ended = (BackendId, SessionEnd);
+
+/// Reports the end of a session exactly once, however the task ends
+/// (returns, panics, or is dropped at shutdown).  The loop's channel holds
+/// one report per admitted session (its capacity is the session limit, and
+/// the core admits no more than that), so the report is never lost.
+pub struct EndReport {
+    backend: BackendId,
+    end: SessionEnd,
+    tx: mpsc::Sender<Ended>,
 }
 
-/// Holds a session's place among the concurrent sessions; when the session
-/// ends, however it ends, the place is given back and the loop is told.
-pub struct SessionSlot {
-    permit: Option<OwnedSemaphorePermit>,
-    events: mpsc::Sender<SessionEvent>,
-}
-
-impl SessionSlot {
-    pub fn new(permit: OwnedSemaphorePermit, events: mpsc::Sender<SessionEvent>) -> Self {
-        SessionSlot {
-            permit: Some(permit),
-            events,
+impl EndReport {
+    pub fn new(backend: BackendId, tx: mpsc::Sender<Ended>) -> Self {
+        EndReport {
+            backend,
+            end: SessionEnd::Done,
+            tx,
         }
     }
 }
 
-impl Drop for SessionSlot {
+impl Drop for EndReport {
     fn drop(&mut self) {
-        drop(self.permit.take());
-        // If the loop's queue is full it is busy anyway and will look again.
-        let _ = self.events.try_send(SessionEvent::Ended);
+        let _ = self.tx.try_send((self.backend, self.end));
     }
 }
 
 /// Everything a session task needs.
 pub struct Session {
-    pub conn_id: u64,
+    pub plan: SessionPlan,
     pub client: TcpStream,
-    pub client_addr: IpAddr,
-    pub client_port: u16,
-    pub backend: BackendId,
-    pub backend_path: PathBuf,
-    pub ok_timeout: Duration,
     pub log: Logger,
-    pub events: mpsc::Sender<SessionEvent>,
-    /// Held for the life of the session: bounds concurrent sessions.
-    pub slot: SessionSlot,
+    pub report: EndReport,
 }
 
 #[derive(Debug)]
@@ -87,10 +71,10 @@ enum OpenError {
 }
 
 async fn open_backend(s: &Session) -> Result<UnixStream, OpenError> {
-    let mut back = UnixStream::connect(&s.backend_path)
+    let mut back = UnixStream::connect(&s.plan.backend_path)
         .await
         .map_err(OpenError::Connect)?;
-    let (hello, len) = frame::inbound_tcp(s.client_addr, s.client_port);
+    let (hello, len) = frame::inbound_tcp(s.plan.client.ip(), s.plan.client.port());
     back.write_all(&hello[..len]).await.map_err(OpenError::Io)?;
     // Read exactly the four bytes of the OK, so nothing of the DNS stream
     // behind it is consumed here.
@@ -104,25 +88,19 @@ async fn open_backend(s: &Session) -> Result<UnixStream, OpenError> {
 
 /// Relay one client TCP connection to its backend.
 pub async fn run_session(mut s: Session) {
-    let opened = tokio::time::timeout(s.ok_timeout, open_backend(&s)).await;
+    let opened = tokio::time::timeout(s.plan.ok_timeout, open_backend(&s)).await;
     let mut back = match opened {
         Ok(Ok(back)) => back,
         Err(_) => {
             error!(s.log, "timed out connecting to backend");
-            let _ = s
-                .events
-                .send(SessionEvent::OkTimeout { backend: s.backend })
-                .await;
+            s.report.end = SessionEnd::OkTimeout;
             return;
         }
         Ok(Err(OpenError::Connect(e))) => {
             error!(s.log, "connect(3SOCKET) failed";
-                "socket_path" => s.backend_path.display().to_string(),
+                "socket_path" => s.plan.backend_path.display().to_string(),
                 "errno" => e.raw_os_error().unwrap_or(0), "strerror" => e.to_string());
-            let _ = s
-                .events
-                .send(SessionEvent::ConnectFailed { backend: s.backend })
-                .await;
+            s.report.end = SessionEnd::ConnectFailed;
             return;
         }
         Ok(Err(OpenError::NotOk(t))) => {

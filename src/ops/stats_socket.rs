@@ -34,7 +34,8 @@ use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
 use crate::backends::BackendId;
-use crate::stats::{STATS_VERSION, StatsHandle};
+use crate::core::snapshot::STATS_VERSION;
+use crate::shell::stats_requests::StatsHandle;
 
 /// Stats clients served at once; more are told "busy".
 pub const MAX_CLIENTS: usize = 8;

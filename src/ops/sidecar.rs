@@ -6,7 +6,7 @@
 //! Prometheus text (a snapshot of 100,000 remotes is about 15 MB); done on
 //! the loop's thread, that would delay every datagram behind it.  Here the
 //! loop only copies what it is asked for (bounded pages, see
-//! [`crate::stats`]) and the other core does the rest.
+//! [`crate::shell::stats_requests`]) and the other core does the rest.
 //!
 //! Both listeners are bound by the caller before the thread starts, so a
 //! bad path or address is an error at start-up; dropping the
@@ -19,9 +19,12 @@ use std::thread::JoinHandle;
 use slog::{Logger, error};
 use tokio::sync::oneshot;
 
-use crate::metrics::{self, MetricsListener};
-use crate::stats::StatsHandle;
-use crate::stats_socket::{self, StatsSocket};
+use tokio::sync::mpsc;
+
+use super::metrics::{self, MetricsListener};
+use super::stats_socket::{self, StatsSocket};
+use crate::cli::Config;
+use crate::shell::stats_requests::{STATS_QUEUE, StatsHandle, StatsRequest};
 
 /// The running sidecar thread; stopped when dropped.
 pub struct Sidecar {
@@ -90,4 +93,49 @@ impl Drop for Sidecar {
             let _ = thread.join();
         }
     }
+}
+
+/// Bind the stats socket (`-S`) and the metrics listener (`--metrics`)
+/// that `config` asks for, and start the sidecar serving them.  Returns
+/// the sidecar and, when there is anything to serve, the channel on which
+/// the event loop receives their requests.  A socket that cannot be bound
+/// is an error naming it.
+pub fn start_for(
+    config: &Config,
+    log: &Logger,
+) -> io::Result<(Sidecar, Option<mpsc::Receiver<StatsRequest>>)> {
+    let stats_socket = match &config.stats_socket {
+        Some(path) => Some(
+            stats_socket::bind(path, config.stats_mode).inspect_err(|e| {
+                error!(log, "failed to create stats socket"; "path" => path.display().to_string(),
+                    "strerror" => e.to_string());
+            })?,
+        ),
+        None => None,
+    };
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(metrics::bind(addr).map_err(|e| {
+            error!(log, "failed to bind metrics listener"; "address" => addr.to_string(),
+                "strerror" => e.to_string());
+            io::Error::new(e.kind(), format!("metrics listener {addr}: {e}"))
+        })?),
+        None => None,
+    };
+    if stats_socket.is_none() && metrics_listener.is_none() {
+        return Ok((
+            Sidecar {
+                stop: None,
+                thread: None,
+            },
+            None,
+        ));
+    }
+    let (tx, rx) = mpsc::channel(STATS_QUEUE);
+    let sidecar = Sidecar::start(
+        stats_socket,
+        metrics_listener,
+        StatsHandle::new(tx),
+        log.clone(),
+    )?;
+    Ok((sidecar, Some(rx)))
 }

@@ -1,0 +1,186 @@
+//! COUNTERS
+//!
+//! The balancer's own counters, declared once.  Each line of the
+//! [`declare_counters!`] table below names a counter, says what it counts,
+//! and says where it appears in the Prometheus metrics (a family, and the
+//! `reason` label within it where the family has one).  From that one
+//! table come the struct the core increments, its JSON in the stats socket
+//! (docs/stats.md), the `counters` log record (SIGUSR1) and the rows of
+//! the labelled metric families ([`crate::ops::metrics`], whose tests check
+//! every counter appears there exactly once).
+//!
+//! Every client datagram is counted once by what became of it:
+//! `udp_received` = `udp_forwarded` + the seven `dropped_*` counters
+//! ([`Counters::udp_dropped`]).  A query dropped for want of a backend may
+//! still be answered by the balancer (`no_backend_answers`, a part of
+//! `dropped_no_backend`).  The simulation checks that sum after every step.
+
+use serde::Serialize;
+
+/// Where a counter appears among the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterInfo {
+    /// Its name in the stats JSON and the log record.
+    pub name: &'static str,
+    /// The metric family it is a sample of.
+    pub metric: &'static str,
+    /// The value of the family's `reason` label, if it has one.
+    pub reason: Option<&'static str>,
+}
+
+macro_rules! declare_counters {
+    ($( $(#[doc = $doc:literal])* $name:ident => $metric:literal $(reason $reason:literal)? ;)*) => {
+        /// The balancer's counters: every datagram and connection is
+        /// counted once here, by what became of it.
+        #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+        pub struct Counters {
+            $( $(#[doc = $doc])* pub $name: u64, )*
+        }
+
+        impl Counters {
+            /// Every counter, in declaration order.
+            pub const INFO: &'static [CounterInfo] = &[
+                $( CounterInfo {
+                    name: stringify!($name),
+                    metric: $metric,
+                    reason: declare_counters!(@reason $($reason)?),
+                }, )*
+            ];
+
+            /// The values, in the order of [`Counters::INFO`].
+            pub fn values(&self) -> Vec<u64> {
+                vec![$( self.$name, )*]
+            }
+        }
+    };
+    (@reason) => { None };
+    (@reason $r:literal) => { Some($r) };
+}
+
+declare_counters! {
+    /// Client datagrams received.
+    udp_received => "mname_balancer_udp_received";
+    /// Client datagrams queued toward a backend.
+    udp_forwarded => "mname_balancer_udp_forwarded";
+    /// Backend answers sent to clients.
+    udp_replies => "mname_balancer_udp_replies";
+    /// Backend answers the socket would not take.
+    udp_replies_failed => "mname_balancer_udp_replies_failed";
+    /// Datagrams larger than a frame can carry.
+    dropped_oversized => "mname_balancer_udp_dropped" reason "oversized";
+    /// Datagrams shorter than a DNS header.
+    dropped_short => "mname_balancer_udp_dropped" reason "short";
+    /// Datagrams that were responses, not queries.
+    dropped_response => "mname_balancer_udp_dropped" reason "response";
+    /// Queries whose question does not parse.
+    dropped_malformed => "mname_balancer_udp_dropped" reason "malformed";
+    /// Queries no backend could take.
+    dropped_no_backend => "mname_balancer_udp_dropped" reason "no_backend";
+    /// Queries for a backend whose queue was full.
+    dropped_stuck => "mname_balancer_udp_dropped" reason "stuck";
+    /// Queries refused because the in-flight table was full.
+    dropped_inflight_full => "mname_balancer_udp_dropped" reason "inflight_full";
+    /// Answers synthesized because no backend could take the query.
+    no_backend_answers => "mname_balancer_synthesized_answers" reason "no_backend";
+    /// No-backend answers withheld by the per-remote rate limit.
+    no_backend_rate_limited => "mname_balancer_synthesized_rate_limited";
+    /// Queries unanswered by their deadline.
+    timeouts => "mname_balancer_udp_timeouts";
+    /// SERVFAILs sent for timed-out queries.
+    timeout_answers => "mname_balancer_synthesized_answers" reason "timeout";
+    /// Answers that arrived after their query timed out.
+    late_answers => "mname_balancer_answers_dropped" reason "late";
+    /// Answers that matched no query in flight (not sent).
+    unsolicited_answers => "mname_balancer_answers_dropped" reason "unsolicited";
+    /// Queries sent once more after their backend failed.
+    replayed => "mname_balancer_replayed";
+    /// TCP connections accepted.
+    tcp_accepted => "mname_balancer_tcp_accepted";
+    /// TCP connections closed at once: no backend.
+    tcp_dropped_no_backend => "mname_balancer_tcp_dropped" reason "no_backend";
+    /// TCP connections closed at once: too many sessions.
+    tcp_dropped_session_limit => "mname_balancer_tcp_dropped" reason "session_limit";
+}
+
+impl Counters {
+    /// The (reason, value) rows of one labelled metric family.
+    pub fn reasons_of(&self, metric: &str) -> Vec<(&'static str, u64)> {
+        Self::INFO
+            .iter()
+            .zip(self.values())
+            .filter(|(info, _)| info.metric == metric)
+            .filter_map(|(info, v)| info.reason.map(|r| (r, v)))
+            .collect()
+    }
+
+    /// Client datagrams dropped for any reason.
+    pub fn udp_dropped(&self) -> u64 {
+        self.reasons_of("mname_balancer_udp_dropped")
+            .iter()
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+/// The `counters` log record carries every counter under its JSON name.
+impl slog::KV for Counters {
+    fn serialize(&self, _: &slog::Record<'_>, ser: &mut dyn slog::Serializer) -> slog::Result {
+        for (info, v) in Self::INFO.iter().zip(self.values()) {
+            ser.emit_u64(info.name, v)?;
+        }
+        Ok(())
+    }
+}
+
+/// The `backend counters` log record.
+impl slog::KV for crate::backends::BackendStats {
+    fn serialize(&self, _: &slog::Record<'_>, ser: &mut dyn slog::Serializer) -> slog::Result {
+        let l = &self.latency;
+        for (key, v) in [
+            ("udp", self.udp),
+            ("udp_replies", self.udp_replies),
+            ("tcp", self.tcp),
+            ("stuck", self.stuck),
+            ("timeouts", self.timeouts),
+            ("conn_start", self.conn_start),
+            ("conn_error", self.conn_error),
+            ("faults", self.faults),
+            ("passive_faults", self.passive_faults),
+            ("replayed_away", self.replayed_away),
+            ("latency_count", l.count),
+            ("latency_avg_us", l.sum_us.checked_div(l.count).unwrap_or(0)),
+            ("latency_max_us", l.max_us),
+        ] {
+            ser.emit_u64(key, v)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_json_field_names() {
+        let json = serde_json::to_value(Counters::default()).unwrap_or_default();
+        let obj = json.as_object().cloned().unwrap_or_default();
+        assert_eq!(obj.len(), Counters::INFO.len());
+        for info in Counters::INFO {
+            assert!(obj.contains_key(info.name), "{} in JSON", info.name);
+        }
+    }
+
+    #[test]
+    fn reasons_are_listed_per_family() {
+        let c = Counters {
+            dropped_short: 3,
+            dropped_stuck: 4,
+            ..Counters::default()
+        };
+        let rows = c.reasons_of("mname_balancer_udp_dropped");
+        assert_eq!(rows.len(), 7);
+        assert!(rows.contains(&("short", 3)));
+        assert_eq!(c.udp_dropped(), 7);
+    }
+}

@@ -1,0 +1,284 @@
+//! CLIENT DATAGRAMS
+//!
+//! What becomes of each UDP query, and of each answer a backend sends.
+//!
+//! A query is checked ([`super::intake`]), its remote found or created and
+//! given a backend (sticky, see [`crate::remotes`]), recorded in the
+//! in-flight table, and its INBOUND_UDP frame queued toward the backend.
+//! When it cannot be (no backend, the table or the backend's queue full,
+//! a datagram too large or not a query) it is counted in exactly one drop
+//! reason, and where the policy says so the balancer answers it itself
+//! (`--no-backend`, rate-limited per remote).
+//!
+//! An answer (OUTBOUND_UDP) goes to its client only if it matches a query
+//! in flight to that backend: a buggy or hostile backend cannot aim the
+//! balancer's socket at an address that never asked.
+//!
+//! The datagram is framed where it lies: the receive buffer keeps room for
+//! the largest frame header in front of each datagram ([`Datagram`]), so
+//! the frame is handed to [`Io::send_frame`] without a copy.
+
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_proto::op::ResponseCode;
+use slog::{debug, error, info, warn};
+use tokio::time::Instant;
+
+use super::inflight::{self, QueryKey, Unmatched};
+use super::intake::{self, Refusal};
+use super::{Core, Io, REPEAT_LOG_INTERVAL, synth};
+use crate::backends::Need;
+use crate::cli::NoBackend;
+use crate::frame::{self, MAX_PAYLOAD, UDP6_HEADER_LEN};
+use crate::remotes::Choice;
+
+/// One received datagram, in a buffer with room for a frame header in
+/// front of it.
+#[derive(Debug)]
+pub struct Datagram<'a> {
+    /// The reply path its answer takes (a socket, and on a wildcard socket
+    /// the address the query was sent to): an index the shell defines.
+    pub listener: usize,
+    /// Its source, with any v4-mapping undone.
+    pub src: SocketAddr,
+    /// Its length as received (may exceed what the buffer kept).
+    pub len: usize,
+    /// [`UDP6_HEADER_LEN`] bytes of room, then the datagram.
+    buf: &'a mut [u8],
+}
+
+impl<'a> Datagram<'a> {
+    /// A datagram of `len` bytes lying in `buf` after
+    /// [`UDP6_HEADER_LEN`] bytes of room.  `len` may exceed what `buf`
+    /// holds (the datagram was cut to the buffer); it is then oversized.
+    pub fn new(listener: usize, src: SocketAddr, len: usize, buf: &'a mut [u8]) -> Self {
+        let src = SocketAddr::new(src.ip().to_canonical(), src.port());
+        Datagram {
+            listener,
+            src,
+            len,
+            buf,
+        }
+    }
+
+    /// The client's address.
+    pub fn ip(&self) -> IpAddr {
+        self.src.ip()
+    }
+
+    /// Too large for a frame.
+    pub fn is_oversized(&self) -> bool {
+        self.len > MAX_PAYLOAD
+    }
+
+    /// The DNS message (as much of it as the buffer kept).
+    pub fn payload(&self) -> &[u8] {
+        let end = (UDP6_HEADER_LEN + self.len).min(self.buf.len());
+        self.buf.get(UDP6_HEADER_LEN..end).unwrap_or(&[])
+    }
+
+    /// The INBOUND_UDP (or INBOUND_UDP6) frame for this datagram, written
+    /// in place, and the length of its header.  `None` when oversized.
+    pub fn inbound_frame(&mut self) -> Option<(&[u8], usize)> {
+        if self.is_oversized() || UDP6_HEADER_LEN + self.len > self.buf.len() {
+            return None;
+        }
+        let (h, n) = frame::udp_header(true, self.src.ip(), self.src.port(), self.len);
+        let start = UDP6_HEADER_LEN - n;
+        self.buf[start..UDP6_HEADER_LEN].copy_from_slice(&h[..n]);
+        Some((&self.buf[start..UDP6_HEADER_LEN + self.len], n))
+    }
+}
+
+/// Log a change of a remote's backend in the original's words.
+pub(super) fn log_reassignment(log: &slog::Logger, ip: &IpAddr, choice: &Choice) {
+    if let Some(change) = choice.change {
+        info!(log, "{}", change.message(); "remote_ip" => %ip, "be_id" => change.backend());
+    }
+}
+
+impl Core {
+    /// A client datagram arrived.  Call [`Core::after_datagrams`] once a
+    /// batch of them has been handed over.
+    pub fn on_datagram(&mut self, now: Instant, dgram: &mut Datagram<'_>, io: &mut impl Io) {
+        self.counters.udp_received += 1;
+        let ip = dgram.ip();
+        if dgram.is_oversized() {
+            self.counters.dropped_oversized += 1;
+            if self
+                .repeat_logs
+                .oversized
+                .allow(now, std::time::Duration::from_secs(1))
+            {
+                warn!(self.log, "dropping oversized UDP packet";
+                    "remote_ip" => %ip, "len" => dgram.len,
+                    "dropped" => self.counters.dropped_oversized);
+            }
+            return;
+        }
+        let dns_id = match intake::check(dgram.payload()) {
+            Ok(id) => id,
+            Err(refusal) => {
+                match refusal {
+                    Refusal::Short => self.counters.dropped_short += 1,
+                    Refusal::Response => self.counters.dropped_response += 1,
+                    Refusal::BadQuestion => self.counters.dropped_malformed += 1,
+                }
+                debug!(self.log, "dropping UDP packet"; "reason" => refusal.name(),
+                    "remote_ip" => %ip, "len" => dgram.len);
+                return;
+            }
+        };
+        let second = now.saturating_duration_since(self.started).as_secs() as u32;
+        let (rem, created) = self.remotes.touch(ip, now);
+        if created {
+            info!(self.log, "new remote peer"; "remote_ip" => %ip);
+        }
+        let choice = rem.choose_backend_for(&mut self.backends, Need::of(&ip));
+        log_reassignment(&self.log, &ip, &choice);
+        let Some(be_id) = choice.backend else {
+            rem.stats.udp_drop += 1;
+            self.counters.dropped_no_backend += 1;
+            if self
+                .repeat_logs
+                .no_backend
+                .allow(now, self.cfg.timers.no_backend_log_interval)
+            {
+                error!(self.log, "no backends available");
+            }
+            let rcode = match self.cfg.no_backend {
+                NoBackend::Drop => return,
+                NoBackend::ServFail => ResponseCode::ServFail,
+                NoBackend::Refused => ResponseCode::Refused,
+            };
+            if !rem.allow_synthesized(second, self.cfg.synth_rate) {
+                self.counters.no_backend_rate_limited += 1;
+                return;
+            }
+            if let Some(answer) = synth::error_answer(dgram.payload(), rcode)
+                && io.send_synthesized(dgram.listener, dgram.src, &answer)
+            {
+                self.counters.no_backend_answers += 1;
+            }
+            return;
+        };
+        // A chosen backend always has a session and can always take the
+        // client's frame; were either untrue, the drop is counted with
+        // those that found no backend, so every datagram is counted.
+        let (Some(session), Some(be)) =
+            (self.sessions.get_mut(&be_id), self.backends.get_mut(be_id))
+        else {
+            rem.stats.udp_drop += 1;
+            self.counters.dropped_no_backend += 1;
+            return;
+        };
+        let listener = dgram.listener;
+        let key = QueryKey {
+            client: dgram.src,
+            id: dns_id,
+        };
+        let Some((frame, header_len)) = dgram.inbound_frame() else {
+            rem.stats.udp_drop += 1;
+            self.counters.dropped_no_backend += 1;
+            return;
+        };
+        let timeout = self.cfg.timers.query_timeout;
+        let inserted = match self
+            .inflight
+            .insert(key, be_id, listener, now, timeout, frame, header_len)
+        {
+            Ok(i) => i,
+            Err(full) => {
+                rem.stats.udp_drop += 1;
+                self.counters.dropped_inflight_full += 1;
+                if self
+                    .repeat_logs
+                    .inflight_full
+                    .allow(now, REPEAT_LOG_INTERVAL)
+                {
+                    warn!(self.log, "too many queries in flight (dropping)";
+                        "limit" => if full == inflight::Full::Total { "total" } else { "backend" },
+                        "be_id" => be_id, "dropped" => self.counters.dropped_inflight_full);
+                }
+                return;
+            }
+        };
+        if io.send_frame(be_id, &[frame]).is_ok() {
+            rem.stats.udp += 1;
+            be.stats.udp += 1;
+            be.unanswered_since.get_or_insert(now);
+            self.counters.udp_forwarded += 1;
+            return;
+        }
+        // The backend is not keeping up: drop rather than queue.
+        if inserted == inflight::Inserted::New
+            && let Some(e) = self.inflight.remove(&key)
+        {
+            self.inflight.recycle(e);
+        }
+        rem.stats.udp_drop += 1;
+        be.stats.stuck += 1;
+        self.counters.dropped_stuck += 1;
+        if session.stuck_log.allow(now, REPEAT_LOG_INTERVAL) {
+            warn!(self.log, "stuck backend write queue (dropping)";
+                "be_id" => be_id, "be_path" => %be.path.display(),
+                "stuck" => be.stats.stuck, "queued_bytes" => self.cfg.backend_queue_bytes);
+        }
+    }
+
+    /// A batch of datagrams has been handed over: arm the query deadline
+    /// and the passive health check (once per batch, not per query).
+    pub fn after_datagrams(&mut self, now: Instant) {
+        self.arm_query_timers(now);
+    }
+
+    /// An OUTBOUND_UDP from backend `id`: pass it on only if it answers a
+    /// query in flight to that backend.
+    pub(super) fn on_answer(
+        &mut self,
+        id: u32,
+        dest: SocketAddr,
+        payload: &[u8],
+        now: Instant,
+        io: &mut impl Io,
+    ) {
+        let matched = match intake::dns_id(payload) {
+            Some(dns_id) => self.inflight.answer(
+                QueryKey {
+                    client: dest,
+                    id: dns_id,
+                },
+                id,
+            ),
+            None => Err(Unmatched::Unsolicited),
+        };
+        let answered = match matched {
+            Ok(a) => a,
+            Err(Unmatched::Late) => {
+                self.counters.late_answers += 1;
+                debug!(self.backend_log(id), "dropping late answer";
+                    "dest_ip" => %dest.ip(), "dest_port" => dest.port());
+                return;
+            }
+            Err(Unmatched::Unsolicited) => {
+                self.counters.unsolicited_answers += 1;
+                if self.repeat_logs.unsolicited.allow(now, REPEAT_LOG_INTERVAL) {
+                    warn!(self.backend_log(id), "dropping answer to a query never asked";
+                        "dest_ip" => %dest.ip(), "dest_port" => dest.port(),
+                        "dropped" => self.counters.unsolicited_answers);
+                }
+                return;
+            }
+        };
+        let owed = self.inflight.count_for(id) > 0;
+        if let Some(be) = self.backends.get_mut(id) {
+            be.stats.udp_replies += 1;
+            be.stats
+                .latency
+                .record(now.saturating_duration_since(answered.sent_at));
+            be.unanswered_since = owed.then_some(now);
+        }
+        io.queue_answer(answered.listener, dest, payload);
+        self.check_drained();
+    }
+}

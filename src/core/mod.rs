@@ -1,0 +1,328 @@
+//! THE BALANCING CORE
+//!
+//! Every decision the balancer makes is made here, and nothing here does
+//! I/O: no socket, no file, no task, no clock.  The core owns the backend
+//! table ([`Backends`]), the remotes ([`Remotes`]), the timers
+//! ([`Timeouts`]), the in-flight table ([`inflight::InFlight`]) and the
+//! counters, and is driven by events that the I/O shell ([`crate::shell`])
+//! reads from the world, each with the time it happened (`now`):
+//!
+//! | input                            | method                              |
+//! |----------------------------------|-------------------------------------|
+//! | a client datagram                | [`Core::on_datagram`]               |
+//! | a TCP connection offered         | [`Core::on_tcp_offered`]            |
+//! | a TCP session over               | [`Core::on_session_ended`]          |
+//! | a backend socket connected/failed| [`Core::on_link_connected`], [`Core::on_link_connect_failed`] |
+//! | bytes or EOF from a backend      | [`Core::on_link_bytes`], [`Core::on_link_closed`] |
+//! | the socket directory's entries   | [`Core::on_dir_listing`]            |
+//! | a signal                         | [`Core::on_signal`]                 |
+//! | time passing                     | [`Core::handle_timeout`], [`Core::poll_timeout`] |
+//!
+//! What the core decides is carried out through the [`Io`] trait, which
+//! the shell implements with sockets and tests implement by recording:
+//! frames for a backend, answers for a client, and commands (connect
+//! backend N at path P, close its link, list the directory, release
+//! memory).  A datagram is framed in its receive buffer ([`Datagram`]) and
+//! handed to [`Io::send_frame`] as borrowed pieces, so forwarding costs one
+//! copy, into the backend's queue, and no allocation.
+//!
+//! Because time is an argument and every output goes through [`Io`], a
+//! deterministic simulation (`tests/simulation.rs`) drives this type
+//! through thousands of faults on an invented clock, and each policy is
+//! unit-tested without a socket.  `tests/layering.rs` keeps it that way:
+//! it fails if a file under `src/core/` names an I/O or clock API.
+
+mod control;
+pub mod counters;
+mod datagrams;
+pub mod inflight;
+pub mod intake;
+mod ratelimit;
+pub mod snapshot;
+pub mod synth;
+mod tcp;
+mod timers;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use foldhash::fast::RandomState;
+use slog::{Logger, info, o};
+use tokio::time::Instant;
+
+use crate::backends::{BackendId, Backends};
+use crate::cli::Config;
+use crate::frame::FrameBuffer;
+use crate::remotes::Remotes;
+use crate::timeouts::Timeouts;
+
+pub use counters::Counters;
+pub use datagrams::Datagram;
+pub use ratelimit::RateLimit;
+pub use tcp::{SessionEnd, SessionPlan, TcpVerdict};
+use timers::TimerKey;
+
+/// A backend's queue could not take a frame: the backend is not keeping up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull;
+
+/// What the core asks of the world.  The shell carries these out with
+/// sockets; a test records them.  Commands (connect, close, scan, release)
+/// are carried out after the core's method returns, in the order given.
+pub trait Io {
+    /// Queue the pieces of one frame for backend `backend`'s control
+    /// socket, whole or not at all (the queue is bounded in bytes).
+    fn send_frame(&mut self, backend: BackendId, pieces: &[&[u8]]) -> Result<(), QueueFull>;
+    /// Queue a small control frame (hello, heartbeat), even past the bound:
+    /// a heartbeat that cannot be sent must still be timed.
+    fn send_control(&mut self, backend: BackendId, frame: &[u8]);
+    /// Queue a backend's answer to a client, by reply path `listener`.
+    /// Answers are sent in batches; see [`Core::on_replies_sent`].
+    fn queue_answer(&mut self, listener: usize, dest: SocketAddr, payload: &[u8]);
+    /// Send an answer the balancer made itself, now.  False if the socket
+    /// would not take it.
+    fn send_synthesized(&mut self, listener: usize, dest: SocketAddr, payload: &[u8]) -> bool;
+    /// Connect to a backend's socket; report with
+    /// [`Core::on_link_connected`] or [`Core::on_link_connect_failed`].
+    fn connect(&mut self, backend: BackendId, generation: u64, path: &Path);
+    /// Close a backend's control socket (and drop what is queued for it).
+    fn close(&mut self, backend: BackendId);
+    /// List the socket directory; report with [`Core::on_dir_listing`].
+    fn scan_directory(&mut self);
+    /// Many remotes were forgotten: give freed memory back to the system.
+    fn release_memory(&mut self);
+}
+
+/// A signal the balancer acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM or SIGINT: drain, then exit; a second one exits at once.
+    Terminate,
+    /// SIGHUP: rescan the socket directory now.
+    Rescan,
+    /// SIGUSR1: log every counter.
+    DumpCounters,
+}
+
+/// Where the balancer stands in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Serving,
+    /// A shutdown signal came: no new work; exit once idle.
+    Draining,
+    /// Done: the shell exits.
+    Exit,
+}
+
+/// Per-cause warnings that can repeat under load are logged at most this
+/// often.
+const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// An expiry sweep that forgets at least this many remotes returns freed
+/// memory to the system.
+const RELEASE_MEMORY_AFTER: usize = 10_000;
+
+/// The core's view of a backend's current control session: frames arrive
+/// in pieces and are reassembled here.
+#[derive(Debug)]
+struct ControlSession {
+    generation: u64,
+    frames: FrameBuffer,
+    /// Drops for a full queue ("stuck") are logged at most so often.
+    stuck_log: RateLimit,
+}
+
+/// Log lines that may repeat under load, each limited on its own.
+#[derive(Debug, Default)]
+struct RepeatLogs {
+    no_backend: RateLimit,
+    oversized: RateLimit,
+    inflight_full: RateLimit,
+    unsolicited: RateLimit,
+    session_limit: RateLimit,
+}
+
+/// The balancer's state and policies.  See the module comment.
+pub struct Core {
+    cfg: Config,
+    log: Logger,
+    backends: Backends,
+    remotes: Remotes,
+    timeouts: Timeouts<TimerKey>,
+    sessions: HashMap<BackendId, ControlSession, RandomState>,
+    inflight: inflight::InFlight,
+    counters: Counters,
+    tcp_open: usize,
+    next_conn_id: u64,
+    accepting: bool,
+    phase: Phase,
+    /// When the core started: per-remote rate limits count seconds from it.
+    started: Instant,
+    repeat_logs: RepeatLogs,
+}
+
+impl Core {
+    /// A core for `config`, starting at `now`.  Call [`Core::start`] next.
+    pub fn new(config: Config, log: Logger, now: Instant) -> Core {
+        let inflight = inflight::InFlight::new(inflight::Limits {
+            total: config.max_inflight,
+            per_backend: config.max_inflight_per_backend,
+        });
+        Core {
+            cfg: config,
+            log,
+            backends: Backends::new(),
+            remotes: Remotes::new(now),
+            timeouts: Timeouts::new(),
+            sessions: HashMap::default(),
+            inflight,
+            counters: Counters::default(),
+            tcp_open: 0,
+            next_conn_id: 0,
+            accepting: true,
+            phase: Phase::Serving,
+            started: now,
+            repeat_logs: RepeatLogs::default(),
+        }
+    }
+
+    /// Scan the socket directory and arm the periodic timers.
+    pub fn start(&mut self, now: Instant, io: &mut impl Io) {
+        io.scan_directory();
+        let t = &self.cfg.timers;
+        let (scan, rebalance, sweep) = (t.scan_interval, t.rebalance_interval, t.expiry_sweep);
+        self.timeouts.set(TimerKey::Scan, now + scan);
+        self.timeouts.set(TimerKey::Rebalance, now + rebalance);
+        self.timeouts.set(TimerKey::ExpirySweep, now + sweep);
+    }
+
+    /// The configuration the core runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Serving, draining or done.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Whether client datagrams should be read (not while draining).
+    pub fn wants_datagrams(&self) -> bool {
+        self.phase == Phase::Serving
+    }
+
+    /// Whether TCP connections should be accepted: not while draining, nor
+    /// for a moment after a failed accept.
+    pub fn wants_connections(&self) -> bool {
+        self.phase == Phase::Serving && self.accepting
+    }
+
+    /// The earliest time [`Core::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timeouts.next_deadline()
+    }
+
+    /// The backend table, read-only (tests, stats).
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    /// The remotes, read-only (tests, stats).
+    pub fn remotes(&self) -> &Remotes {
+        &self.remotes
+    }
+
+    /// The in-flight table, read-only (tests, stats).
+    pub fn inflight(&self) -> &inflight::InFlight {
+        &self.inflight
+    }
+
+    /// The balancer's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// TCP sessions open now.
+    pub fn tcp_sessions_open(&self) -> usize {
+        self.tcp_open
+    }
+
+    /// The generation of backend `id`'s current control session, if it
+    /// has one (connecting or connected).
+    pub fn link_generation(&self, id: BackendId) -> Option<u64> {
+        self.sessions.get(&id).map(|s| s.generation)
+    }
+
+    /// Answers gathered from backends were sent: `sent` left, `failed` did
+    /// not (a full socket buffer drops them, as UDP may).
+    pub fn on_replies_sent(&mut self, sent: u64, failed: u64) {
+        self.counters.udp_replies += sent;
+        self.counters.udp_replies_failed += failed;
+    }
+
+    /// A signal arrived.
+    pub fn on_signal(&mut self, now: Instant, signal: Signal, io: &mut impl Io) {
+        match signal {
+            Signal::Terminate if self.phase != Phase::Serving => {
+                info!(self.log, "second signal: exiting now");
+                self.phase = Phase::Exit;
+            }
+            Signal::Terminate => {
+                // Stop taking new work; let queries in flight be answered
+                // and TCP sessions finish, for at most the grace period.
+                let grace = self.cfg.timers.drain_timeout;
+                info!(self.log, "shutting down (draining)";
+                    "inflight" => self.inflight.len(), "tcp_sessions" => self.tcp_open,
+                    "grace_secs" => grace.as_secs_f64());
+                self.phase = Phase::Draining;
+                self.timeouts.set(TimerKey::DrainDeadline, now + grace);
+                self.check_drained();
+            }
+            Signal::Rescan => {
+                info!(self.log, "rescanning socket directory (SIGHUP)");
+                io.scan_directory();
+            }
+            Signal::DumpCounters => self.log_counters(),
+        }
+    }
+
+    /// While draining: exit once no query is in flight and no TCP session
+    /// is open.
+    fn check_drained(&mut self) {
+        if self.phase == Phase::Draining && self.inflight.is_empty() && self.tcp_open == 0 {
+            info!(self.log, "drained: exiting");
+            self.phase = Phase::Exit;
+        }
+    }
+
+    /// Log every counter: one record for the balancer, one per backend.
+    pub fn log_counters(&self) {
+        info!(self.log, "counters";
+            "remotes" => self.remotes.len(), "inflight" => self.inflight.len(),
+            &self.counters, "tcp_sessions_open" => self.tcp_open);
+        for be in self.backends.iter() {
+            let s = &be.stats;
+            info!(self.backend_log(be.id), "backend counters";
+                "state" => be.state_name(), "ok" => be.is_ok(), "remotes" => be.remotes,
+                "inflight" => self.inflight.count_for(be.id), "caps" => be.caps(),
+                s);
+        }
+    }
+
+    /// A logger for one backend, with its id and socket path.
+    fn backend_log(&self, id: BackendId) -> Logger {
+        match self.backends.get(id) {
+            Some(be) => self
+                .log
+                .new(o!("be_id" => id, "be_path" => be.path.display().to_string())),
+            None => self.log.new(o!("be_id" => id)),
+        }
+    }
+
+    /// The paths of every known backend (tests).
+    pub fn backend_paths(&self) -> Vec<PathBuf> {
+        self.backends.iter().map(|b| b.path.clone()).collect()
+    }
+}

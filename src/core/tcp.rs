@@ -1,0 +1,133 @@
+//! TCP ADMISSION
+//!
+//! A client TCP connection is admitted or refused here, and given its
+//! backend by the same sticky assignment as UDP (one remote, one backend).
+//! The relaying itself is the shell's ([`crate::shell`]): a session opens
+//! its own AF_UNIX connection to the backend, sends INBOUND_TCP and then
+//! copies bytes both ways.  Sessions are bounded (`--max-tcp-sessions`);
+//! each one ends with exactly one [`SessionEnd`] report, which is how the
+//! core counts them and learns that a backend never confirmed a session
+//! (it is then faulted, as the original does).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use slog::{debug, error, info, warn};
+use tokio::time::Instant;
+
+use super::datagrams::log_reassignment;
+use super::{Core, Io, REPEAT_LOG_INTERVAL};
+use crate::backends::{BackendId, Need};
+
+/// What to do with a connection offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpVerdict {
+    /// Relay it as planned.
+    Admit(SessionPlan),
+    /// Close it at once (counted: no backend, or too many sessions).
+    Refuse,
+}
+
+/// A session to start: everything the shell needs to relay it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPlan {
+    pub conn_id: u64,
+    /// The client's address (v4-mapping undone) and port.
+    pub client: SocketAddr,
+    pub backend: BackendId,
+    pub backend_path: PathBuf,
+    /// INBOUND_TCP_OK must arrive within this.
+    pub ok_timeout: Duration,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// Relayed until either side closed or failed.
+    Done,
+    /// The backend did not confirm the session in time: fault it.
+    OkTimeout,
+    /// Connecting to the backend's socket failed.
+    ConnectFailed,
+}
+
+impl Core {
+    /// A client connected from `peer`: admit or refuse.
+    pub fn on_tcp_offered(&mut self, now: Instant, peer: SocketAddr) -> TcpVerdict {
+        self.counters.tcp_accepted += 1;
+        self.next_conn_id += 1;
+        let conn_id = self.next_conn_id;
+        let ip = peer.ip().to_canonical();
+        debug!(self.log, "inbound TCP connection";
+            "conn_id" => conn_id, "remote_ip" => ip.to_string(), "remote_port" => peer.port());
+        let (rem, created) = self.remotes.touch(ip, now);
+        if created {
+            info!(self.log, "new remote peer"; "remote_ip" => ip.to_string());
+        }
+        let choice = rem.choose_backend_for(&mut self.backends, Need::of(&ip));
+        log_reassignment(&self.log, &ip, &choice);
+        let Some(be_id) = choice.backend else {
+            rem.stats.tcp_drop += 1;
+            self.counters.tcp_dropped_no_backend += 1;
+            if self
+                .repeat_logs
+                .no_backend
+                .allow(now, self.cfg.timers.no_backend_log_interval)
+            {
+                error!(self.log, "no backends available");
+            }
+            return TcpVerdict::Refuse;
+        };
+        if self.tcp_open >= self.cfg.max_tcp_sessions {
+            rem.stats.tcp_drop += 1;
+            self.counters.tcp_dropped_session_limit += 1;
+            if self
+                .repeat_logs
+                .session_limit
+                .allow(now, REPEAT_LOG_INTERVAL)
+            {
+                warn!(self.log, "too many TCP sessions (dropping connection)";
+                    "max_tcp_sessions" => self.cfg.max_tcp_sessions);
+            }
+            return TcpVerdict::Refuse;
+        }
+        let Some(be) = self.backends.get_mut(be_id) else {
+            rem.stats.tcp_drop += 1;
+            self.counters.tcp_dropped_no_backend += 1;
+            return TcpVerdict::Refuse;
+        };
+        rem.stats.tcp += 1;
+        be.stats.tcp += 1;
+        be.stats.conn_start += 1;
+        self.tcp_open += 1;
+        TcpVerdict::Admit(SessionPlan {
+            conn_id,
+            client: SocketAddr::new(ip, peer.port()),
+            backend: be_id,
+            backend_path: be.path.clone(),
+            ok_timeout: self.cfg.timers.tcp_connect_timeout,
+        })
+    }
+
+    /// A session admitted by [`Core::on_tcp_offered`] ended.
+    pub fn on_session_ended(
+        &mut self,
+        now: Instant,
+        backend: BackendId,
+        end: SessionEnd,
+        io: &mut impl Io,
+    ) {
+        self.tcp_open = self.tcp_open.saturating_sub(1);
+        match end {
+            SessionEnd::Done => {}
+            SessionEnd::OkTimeout => self.fault(backend, now, io),
+            SessionEnd::ConnectFailed => {
+                if let Some(be) = self.backends.get_mut(backend) {
+                    be.stats.conn_error += 1;
+                }
+            }
+        }
+        self.check_drained();
+    }
+}

@@ -1,0 +1,12 @@
+//! OPERATIONS
+//!
+//! What an operator uses to watch and run the balancer, beside the data
+//! path: the stats socket ([`stats_socket`], read by `balstat`) and the
+//! Prometheus endpoint ([`metrics`]), which ask the event loop for copies
+//! of its state through [`crate::shell::stats_requests`] and serve them from the [`sidecar`]
+//! thread; and systemd socket activation and readiness ([`activation`]).
+
+pub mod activation;
+pub mod metrics;
+pub mod sidecar;
+pub mod stats_socket;

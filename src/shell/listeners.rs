@@ -1,0 +1,110 @@
+//! LISTENERS
+//!
+//! The sockets clients reach: one UDP socket and one TCP listener per
+//! listen address (`-b`), all on one port (`-p`; 0 picks a free port, the
+//! same for all).  They are bound before the loop starts, so the caller
+//! (or a test) knows the port before any traffic flows; under systemd
+//! they are inherited instead ([`crate::ops::activation`]).
+
+use std::future::poll_fn;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::task::Poll;
+
+use slog::{Logger, error, info};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use crate::cli::Config;
+
+/// The TCP listen backlog, as in the original: enough for a burst of
+/// resolvers retrying over TCP at once.
+const TCP_BACKLOG: i32 = 1000;
+
+/// The bound sockets, created before the loop starts so that a caller (or
+/// test) knows the port before any traffic flows.  One UDP socket and one
+/// TCP listener per listen address, all on the same port.
+pub struct Listeners {
+    pub udp: Vec<UdpSocket>,
+    pub tcp: Vec<TcpListener>,
+}
+
+impl Listeners {
+    pub fn local_port(&self) -> io::Result<u16> {
+        match self.udp.first() {
+            Some(s) => Ok(s.local_addr()?.port()),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "no listeners")),
+        }
+    }
+}
+
+/// A socket for `addr`.  An IPv6 socket is v6-only when IPv4 addresses are
+/// listened on separately (else the two would collide on the port); alone,
+/// `::` is dual-stack and serves IPv4 clients too.
+fn new_socket(addr: SocketAddr, ty: Type, proto: Protocol, v6_only: bool) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(v6_only)?;
+    }
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// Bind the UDP and TCP listeners on every listen address, on one port.
+/// With port 0, the first UDP socket picks a free port and every other
+/// socket binds the same number.
+pub fn bind(config: &Config, log: &Logger) -> io::Result<Listeners> {
+    let with_context = |what: &str, addr: SocketAddr, e: io::Error| {
+        error!(log, "{}", what; "address" => addr.ip().to_string(),
+            "port" => addr.port().to_string(), "errno" => e.raw_os_error().unwrap_or(0),
+            "strerror" => e.to_string());
+        io::Error::new(e.kind(), format!("{what} {addr}: {e}"))
+    };
+    let any_v4 = config.listen_addrs.iter().any(IpAddr::is_ipv4);
+    let mut port = config.port;
+    let mut listeners = Listeners {
+        udp: Vec::new(),
+        tcp: Vec::new(),
+    };
+    for &ip in &config.listen_addrs {
+        let addr = SocketAddr::new(ip, port);
+        let udp = new_socket(addr, Type::DGRAM, Protocol::UDP, any_v4)
+            .and_then(|s| {
+                s.bind(&addr.into())?;
+                UdpSocket::from_std(s.into())
+            })
+            .map_err(|e| with_context("failed to bind UDP listen socket", addr, e))?;
+        let udp_addr = udp.local_addr()?;
+        port = udp_addr.port();
+        info!(log, "listening for UDP packets";
+            "address" => udp_addr.ip().to_string(), "port" => port.to_string());
+
+        let tcp_addr = SocketAddr::new(ip, port);
+        let tcp = new_socket(tcp_addr, Type::STREAM, Protocol::TCP, any_v4)
+            .and_then(|s| {
+                s.set_reuse_address(true)?;
+                s.bind(&tcp_addr.into())?;
+                s.listen(TCP_BACKLOG)?;
+                TcpListener::from_std(s.into())
+            })
+            .map_err(|e| with_context("failed to create TCP listen socket", tcp_addr, e))?;
+        info!(log, "listening for TCP packets";
+            "address" => tcp_addr.ip().to_string(), "port" => port.to_string());
+        listeners.udp.push(udp);
+        listeners.tcp.push(tcp);
+    }
+    Ok(listeners)
+}
+
+/// Accept from whichever listener has a connection waiting.
+pub async fn accept_any(listeners: &[TcpListener]) -> io::Result<(TcpStream, SocketAddr)> {
+    poll_fn(|cx| {
+        for l in listeners {
+            if let Poll::Ready(r) = l.poll_accept(cx) {
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}

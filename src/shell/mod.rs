@@ -1,0 +1,472 @@
+//! THE I/O SHELL
+//!
+//! One task on a current-thread runtime does all of the balancer's I/O and
+//! hands every event to the core ([`Core`]), which decides what happens;
+//! the shell then carries out what the core asked through [`Io`].  The
+//! loop sleeps until something is ready: a datagram on a UDP socket,
+//! bytes on a backend's control socket (or room to write to one), a TCP
+//! connection, a signal, a stats request, the end of a TCP session, or the
+//! core's next deadline ([`Core::poll_timeout`]).  Each wake-up does all
+//! the work that is ready, in this order:
+//!
+//! 1. the event that woke it (signal, stats request, session end, accept);
+//! 2. datagrams waiting on the UDP sockets, in bounded batches
+//!    ([`udp`], `recvmmsg`), each framed in its receive buffer and given to
+//!    [`Core::on_datagram`];
+//! 3. bytes waiting on backend sockets ([`links`]), read into one reused
+//!    buffer and given to [`Core::on_link_bytes`];
+//! 4. timers that are due ([`Core::handle_timeout`]);
+//! 5. then it settles: connects and directory listings the core asked for
+//!    are done and their results handed back, queued frames are written to
+//!    the backends, and gathered answers leave in one `sendmmsg` per socket.
+//!
+//! Nothing on the way of a datagram is a task hand-off, a channel message
+//! or an allocation.  TCP sessions are relayed by tasks of their own
+//! ([`tcp_session`]), one per client connection, in a `JoinSet` the loop
+//! owns.
+
+pub mod links;
+pub mod listeners;
+pub mod mmsg;
+pub mod signals;
+pub mod stats_requests;
+pub mod sys;
+pub mod tcp_session;
+pub mod udp;
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use slog::{Logger, debug, info, o, warn};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::backends::BackendId;
+use crate::cli::Config;
+use crate::core::{Core, Datagram, Io, Phase, QueueFull, TcpVerdict};
+use links::{LinkNews, Links, READ_CHUNK, READS_PER_WAKE};
+pub use listeners::{Listeners, bind};
+use signals::Signals;
+use stats_requests::{StatsRequest, wall_clock_now};
+use tcp_session::{EndReport, Ended, Session};
+use udp::{RECV_CALLS, UdpOut, UdpRelay};
+
+/// Connections accepted per wake-up before other work gets a turn.
+const ACCEPTS_PER_WAKE: usize = 16;
+
+/// What the core asked for that is done once its method returns.
+#[derive(Default)]
+struct Commands {
+    /// Connects made, with their outcome, to report to the core.
+    connected: Vec<(BackendId, u64, io::Result<()>)>,
+    /// Writes to backends that failed.
+    write_failed: Vec<(BackendId, u64, io::Error)>,
+    scan: bool,
+    release_memory: bool,
+}
+
+impl Commands {
+    fn is_empty(&self) -> bool {
+        self.connected.is_empty() && self.write_failed.is_empty() && !self.scan
+    }
+}
+
+/// The shell's implementation of the core's outputs.
+struct ShellIo<'a> {
+    udp: &'a mut UdpOut,
+    links: &'a mut Links,
+    cmds: &'a mut Commands,
+}
+
+impl Io for ShellIo<'_> {
+    fn send_frame(&mut self, backend: BackendId, pieces: &[&[u8]]) -> Result<(), QueueFull> {
+        self.links.send_frame(backend, pieces)
+    }
+
+    fn send_control(&mut self, backend: BackendId, frame: &[u8]) {
+        self.links.send_control(backend, frame);
+    }
+
+    fn queue_answer(&mut self, listener: usize, dest: SocketAddr, payload: &[u8]) {
+        self.udp.queue_reply(listener, payload, dest);
+    }
+
+    fn send_synthesized(&mut self, listener: usize, dest: SocketAddr, payload: &[u8]) -> bool {
+        self.udp.send_to(listener, payload, dest).is_ok()
+    }
+
+    fn connect(&mut self, backend: BackendId, generation: u64, path: &Path) {
+        let result = self.links.connect(backend, generation, path);
+        self.cmds.connected.push((backend, generation, result));
+    }
+
+    fn close(&mut self, backend: BackendId) {
+        self.links.close(backend);
+    }
+
+    fn scan_directory(&mut self) {
+        self.cmds.scan = true;
+    }
+
+    fn release_memory(&mut self) {
+        self.cmds.release_memory = true;
+    }
+}
+
+/// What the sockets had ready at one wake-up.
+#[derive(Default)]
+struct IoReady {
+    udp: bool,
+    links: bool,
+    accepted: Option<io::Result<(TcpStream, SocketAddr)>>,
+}
+
+/// What woke the loop.
+enum Wake {
+    Shutdown,
+    Signal(crate::core::Signal),
+    Stats(StatsRequest),
+    SessionEnded(Ended),
+    Io(IoReady),
+    Timer,
+}
+
+/// The loop's state: the core and the sockets it drives.
+struct Shell {
+    core: Core,
+    log: Logger,
+    udp: UdpRelay,
+    links: Links,
+    tcp: Option<Vec<TcpListener>>,
+    cmds: Commands,
+    sessions: JoinSet<()>,
+    session_tx: mpsc::Sender<Ended>,
+    /// One read buffer serves every backend link.
+    read_buf: Vec<u8>,
+    readable: Vec<BackendId>,
+}
+
+/// Run the balancer on `listeners` until the core says exit or
+/// `shutdown` completes.  Stats requests come through `stats`, if given.
+pub async fn run(
+    config: Config,
+    log: Logger,
+    listeners: Listeners,
+    mut stats: Option<mpsc::Receiver<StatsRequest>>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let Listeners { udp, tcp } = listeners;
+    let (udp, granted) = UdpRelay::new(udp, config.udp_recv_buffer)?;
+    if let Some(bytes) = granted {
+        // The kernel reports twice what it accounts for data (the rest is
+        // its bookkeeping); a figure well below the request means
+        // net.core.rmem_max capped it.
+        info!(log, "UDP receive buffer"; "requested" => config.udp_recv_buffer,
+            "granted" => bytes);
+    }
+    // One end report per admitted session, and no more sessions than the
+    // limit: the channel can hold every report there can be.
+    let (session_tx, mut session_rx) = mpsc::channel(config.max_tcp_sessions.max(1));
+    let links = Links::new(config.backend_queue_bytes);
+    let mut shell = Shell {
+        core: Core::new(config, log.clone(), Instant::now()),
+        log,
+        udp,
+        links,
+        tcp: Some(tcp),
+        cmds: Commands::default(),
+        sessions: JoinSet::new(),
+        session_tx,
+        read_buf: vec![0; READ_CHUNK],
+        readable: Vec::new(),
+    };
+    let now = Instant::now();
+    shell.with_io(|core, io| core.start(now, io));
+    shell.settle();
+
+    tokio::pin!(shutdown);
+    let mut signals = Signals::install();
+    loop {
+        match shell.core.phase() {
+            Phase::Exit => break,
+            // Draining: no new connections.
+            Phase::Draining => shell.tcp = None,
+            Phase::Serving => {}
+        }
+        let deadline = shell
+            .core
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let wake = tokio::select! {
+            biased;
+            _ = &mut shutdown => Wake::Shutdown,
+            sig = signals.next() => Wake::Signal(sig),
+            Some(ended) = session_rx.recv() => Wake::SessionEnded(ended),
+            // Each request is answered with a bounded copy (one page of
+            // remotes at most), so serving stats cannot stall traffic.
+            Some(req) = recv_stats(&mut stats) => Wake::Stats(req),
+            ready = poll_fn(|cx| shell.poll_io(cx)) => Wake::Io(ready?),
+            _ = tokio::time::sleep_until(deadline) => Wake::Timer,
+        };
+        let now = Instant::now();
+        let mut ready = IoReady::default();
+        match wake {
+            Wake::Shutdown => break,
+            Wake::Signal(sig) => shell.with_io(|core, io| core.on_signal(now, sig, io)),
+            Wake::Stats(req) => shell.answer_stats(req, now),
+            Wake::SessionEnded((backend, end)) => {
+                shell.with_io(|core, io| core.on_session_ended(now, backend, end, io));
+                while shell.sessions.try_join_next().is_some() {}
+            }
+            Wake::Io(r) => ready = r,
+            Wake::Timer => {}
+        }
+        // Everything that is ready, in one wake-up.
+        if let Some(accepted) = ready.accepted.take() {
+            shell.on_accepted(accepted, now);
+        }
+        if ready.udp {
+            shell.read_datagrams(now);
+        }
+        if ready.links || shell.links.has_work() {
+            shell.read_links(now);
+        }
+        if shell.core.poll_timeout().is_some_and(|t| t <= now) {
+            shell.with_io(|core, io| core.handle_timeout(now, io));
+        }
+        shell.settle();
+    }
+    info!(shell.log, "shutting down");
+    shell.sessions.abort_all();
+    Ok(())
+}
+
+/// The next stats request, or never when there is no stats channel.
+async fn recv_stats(stats: &mut Option<mpsc::Receiver<StatsRequest>>) -> Option<StatsRequest> {
+    match stats {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Shell {
+    /// Call the core with the shell's [`Io`].
+    fn with_io<R>(&mut self, f: impl FnOnce(&mut Core, &mut ShellIo<'_>) -> R) -> R {
+        let mut io = ShellIo {
+            udp: self.udp.out(),
+            links: &mut self.links,
+            cmds: &mut self.cmds,
+        };
+        f(&mut self.core, &mut io)
+    }
+
+    /// Register interest in every socket the loop serves; Ready with what
+    /// is ready now.
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<IoReady>> {
+        let mut ready = IoReady {
+            links: self.links.poll_ready(cx).is_ready(),
+            ..IoReady::default()
+        };
+        if self.core.wants_datagrams() {
+            match self.udp.poll_readable(cx) {
+                Poll::Ready(Ok(())) => ready.udp = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        if self.core.wants_connections()
+            && let Some(tcp) = &self.tcp
+        {
+            for l in tcp {
+                if let Poll::Ready(r) = l.poll_accept(cx) {
+                    ready.accepted = Some(r);
+                    break;
+                }
+            }
+        }
+        if ready.udp || ready.links || ready.accepted.is_some() {
+            Poll::Ready(Ok(ready))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Read waiting datagrams, a bounded number of batches per socket.
+    fn read_datagrams(&mut self, now: Instant) {
+        for socket in 0..self.udp.len() {
+            for _ in 0..RECV_CALLS {
+                let (core, links, cmds) = (&mut self.core, &mut self.links, &mut self.cmds);
+                let got = self
+                    .udp
+                    .recv_batch(socket, |dgram: &mut Datagram<'_>, udp| {
+                        let mut io = ShellIo { udp, links, cmds };
+                        core.on_datagram(now, dgram, &mut io);
+                    });
+                match got {
+                    Ok(n) if n == mmsg::BATCH => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        debug!(self.log, "UDP receive error"; "strerror" => %e);
+                        break;
+                    }
+                }
+            }
+        }
+        self.core.after_datagrams(now);
+    }
+
+    /// Read what backends sent, a bounded number of reads per link.
+    fn read_links(&mut self, now: Instant) {
+        let mut ids = std::mem::take(&mut self.readable);
+        self.links.readable(&mut ids);
+        for &id in &ids {
+            for _ in 0..READS_PER_WAKE {
+                let Some((generation, news)) = self.links.read(id, &mut self.read_buf) else {
+                    break;
+                };
+                let mut io = ShellIo {
+                    udp: self.udp.out(),
+                    links: &mut self.links,
+                    cmds: &mut self.cmds,
+                };
+                match news {
+                    LinkNews::Bytes(n) => {
+                        let bytes = &self.read_buf[..n];
+                        self.core.on_link_bytes(now, id, generation, bytes, &mut io);
+                    }
+                    LinkNews::Closed(error) => {
+                        self.core
+                            .on_link_closed(now, id, generation, error.as_ref(), &mut io);
+                        break;
+                    }
+                }
+            }
+        }
+        self.readable = ids;
+    }
+
+    /// A connection was accepted (or the accept failed).
+    fn on_accepted(&mut self, accepted: io::Result<(TcpStream, SocketAddr)>, now: Instant) {
+        let mut next = Some(accepted);
+        for _ in 0..ACCEPTS_PER_WAKE {
+            let Some(accepted) = next.take() else {
+                break;
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(self.log, "incoming TCP accept failure";
+                        "errno" => e.raw_os_error().unwrap_or(0), "strerror" => e.to_string());
+                    self.core.on_accept_error(now);
+                    return;
+                }
+            };
+            self.start_session(stream, peer, now);
+            // More may be waiting: take them without another wake-up.
+            next = self.try_accept();
+        }
+    }
+
+    fn try_accept(&mut self) -> Option<io::Result<(TcpStream, SocketAddr)>> {
+        if !self.core.wants_connections() {
+            return None;
+        }
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        self.tcp
+            .as_ref()?
+            .iter()
+            .find_map(|l| match l.poll_accept(&mut cx) {
+                Poll::Ready(r) => Some(r),
+                Poll::Pending => None,
+            })
+    }
+
+    fn start_session(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let TcpVerdict::Admit(plan) = self.core.on_tcp_offered(now, peer) else {
+            return;
+        };
+        // Answers go out as soon as the backend writes them: a resolver
+        // pipelining queries must not wait on Nagle's algorithm.  Failure
+        // only costs latency.
+        let _ = stream.set_nodelay(true);
+        let log = self
+            .log
+            .new(o!("backend" => plan.backend, "conn_id" => plan.conn_id,
+            "remote_ip" => plan.client.ip().to_string(), "remote_port" => plan.client.port()));
+        let report = EndReport::new(plan.backend, self.session_tx.clone());
+        self.sessions.spawn(tcp_session::run_session(Session {
+            plan,
+            client: stream,
+            log,
+            report,
+        }));
+    }
+
+    /// Carry out what the core asked for, handing results back, until
+    /// nothing is left; then write to the backends and send the answers.
+    fn settle(&mut self) {
+        loop {
+            let now = Instant::now();
+            for (id, generation, result) in std::mem::take(&mut self.cmds.connected) {
+                self.with_io(|core, io| match result {
+                    Ok(()) => core.on_link_connected(now, id, generation, io),
+                    Err(e) => core.on_link_connect_failed(now, id, generation, &e, io),
+                });
+            }
+            if std::mem::take(&mut self.cmds.scan) {
+                let listing = list_directory(&self.core.config().socket_dir);
+                self.with_io(|core, io| core.on_dir_listing(now, listing, io));
+            }
+            if std::mem::take(&mut self.cmds.release_memory) {
+                sys::release_free_memory();
+            }
+            self.links.flush(&mut self.cmds.write_failed);
+            for (id, generation, e) in std::mem::take(&mut self.cmds.write_failed) {
+                self.with_io(|core, io| core.on_link_closed(now, id, generation, Some(&e), io));
+            }
+            if self.cmds.is_empty() {
+                break;
+            }
+        }
+        if self.udp.out().has_replies() {
+            let (sent, failed) = self.udp.out().flush_replies();
+            self.core.on_replies_sent(sent, failed);
+        }
+    }
+
+    /// Answer a stats request with a copy of what it asks for.  An asker
+    /// that has gone away is no concern of the loop's.
+    fn answer_stats(&self, req: StatsRequest, now: Instant) {
+        let clock = wall_clock_now();
+        match req {
+            StatsRequest::Summary(reply) => {
+                let _ = reply.send(self.core.summary(now, &clock, std::process::id()));
+            }
+            StatsRequest::Remotes {
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.core.remotes_page(after, limit, &clock));
+            }
+            StatsRequest::Remote { ip, reply } => {
+                let _ = reply.send(self.core.remote(ip, &clock));
+            }
+        }
+    }
+}
+
+/// The entries of the socket directory, in the order the system lists
+/// them.  The number of entries is the operator's: each is a backend.
+fn list_directory(dir: &Path) -> io::Result<Vec<io::Result<PathBuf>>> {
+    Ok(std::fs::read_dir(dir)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect())
+}
