@@ -14,7 +14,8 @@
 //! - [`backends`]: the backend table, ids, health, round-robin, rebalancing.
 //! - [`remotes`]: client hosts pinned to backends (primary, backup, revert).
 //! - [`timeouts`]: named timer defaults, reconnect back-off, deadline tree.
-//! - [`frame`]: the wire protocol's frames (pure codec).
+//! - [`frame`]: the wire protocol's frames (pure codec), the
+//!   `mname-balancer-protocol` crate that backends share.
 //! - [`link`]: the I/O task of one backend control session.
 //! - [`udp_relay`], [`tcp_relay`]: moving client traffic; [`mmsg`]: batched
 //!   datagram system calls.
@@ -23,19 +24,17 @@
 //! - [`stats`]: snapshots of the loop's state, asked for by
 //!   [`stats_socket`] (`-S`, read by `balstat`) and [`metrics`]
 //!   (`--metrics`, Prometheus), which run on the [`sidecar`] thread.
-//! - [`listener`]: the backend side of the protocol, for writing backends in
-//!   Rust; [`demo_zone`] answers from a tiny built-in zone on top of it.
+//!
+//! The backend side of the protocol, for writing backends in Rust, and the
+//! demo backend are the `mname-balancer-backend` crate (`crates/backend`).
 
 pub mod activation;
 pub mod backends;
 pub mod balancer;
 pub mod cli;
-pub mod demo_zone;
-pub mod frame;
 pub mod inflight;
 pub mod intake;
 pub mod link;
-pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod mmsg;
@@ -48,3 +47,8 @@ pub mod sys;
 pub mod tcp_relay;
 pub mod timeouts;
 pub mod udp_relay;
+
+/// The codec lives in its own crate (`crates/protocol`) so that backends
+/// can share it without the balancer; under this name every
+/// `crate::frame::...` path keeps working.
+pub use mname_balancer_protocol as frame;
