@@ -379,13 +379,13 @@ def ensure_tools():
 
 def build(no_build):
     if not no_build:
-        log("cargo build --release --bins")
-        r = subprocess.run(["cargo", "build", "--release", "--bins"], cwd=REPO)
+        log("cargo build --release --workspace --bins")
+        r = subprocess.run(["cargo", "build", "--release", "--workspace", "--bins"], cwd=REPO)
         if r.returncode != 0:
             raise BenchError("cargo build failed (use --no-build to bench the binaries already built)")
     for b in (BALANCER_BIN, BACKEND_BIN):
         if not b.exists():
-            raise BenchError(f"{b} not found: run cargo build --release --bins")
+            raise BenchError(f"{b} not found: run cargo build --release --workspace --bins")
 
 
 DNSDIST_STICKY_LUA = """
@@ -979,7 +979,7 @@ def main():
     ap.add_argument("--udp-only", action="store_true", help="skip the TCP rounds")
     ap.add_argument("--dnsdist-policy", choices=["auto", "lua", "roundrobin"], default="auto",
                     help="auto: the sticky Lua policy if dnsdist accepts it, else roundrobin")
-    ap.add_argument("--no-build", action="store_true", help="do not run cargo build --release --bins first")
+    ap.add_argument("--no-build", action="store_true", help="do not run cargo build --release --workspace --bins first")
     ap.add_argument("--out", type=Path,
                     help="results directory (default bench/results; smoke: bench/results/smoke)")
     args = ap.parse_args()

@@ -11,6 +11,7 @@
 //! after a warm-up of WARMUP remotes has come and gone, so that it includes
 //! the code pages every later phase touches too.
 //!
+//!     cargo build --release --workspace --bins          # mname-demo-backend
 //!     cargo bench --bench remotes_scale                 # 1,000,000 remotes
 //!     REMOTES=100000 cargo bench --bench remotes_scale  # quicker
 //!

@@ -9,6 +9,7 @@
 //! duration, and checks each dump is a complete JSON document that lists
 //! every remote.
 //!
+//!     cargo build --release --workspace --bins    # mname-demo-backend
 //!     cargo bench --bench stats_dump
 //!     REMOTES=1000000 cargo bench --bench stats_dump
 //!

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use slab::Slab;
 use tokio::time::Instant;
 
-use crate::frame::capability;
 use crate::timeouts::Backoff;
+use mname_balancer_protocol::capability;
 
 /// A backend's id.  Sockets named after Binder's ports (5300..5399) keep that
 /// number; others are numbered after the largest id in use.  0 means "none".

@@ -2,8 +2,11 @@
 //! server processes (node-mname's `listenBalancer`) that listen on AF_UNIX
 //! sockets in one directory.  A drop-in replacement for Joyent's C balancer.
 //!
-//! The map.  Imports run one way: binaries -> [`shell`] and [`ops`] ->
-//! [`core`] -> the pure tables -> the protocol ([`frame`]).
+//! The map.  Imports run one way: binaries -> [`ops`] -> [`shell`] ->
+//! [`core`] -> the pure tables -> the protocol (the
+//! `mname-balancer-protocol` crate, `crates/protocol`, which backends
+//! written in Rust share through `mname-balancer-backend`,
+//! `crates/backend`, home of the demo backend).
 //!
 //! - [`core`]: every decision, and no I/O: it owns the backend table, the
 //!   remotes, the timers, the in-flight table and the counters, takes
@@ -22,7 +25,8 @@
 //!   backend sockets ([`shell::links`]), relays TCP sessions
 //!   ([`shell::tcp_session`]), hears signals, and carries out what the
 //!   core decides.
-//! - [`ops`]: the operator's side: stats socket and `balstat`'s protocol,
+//! - [`ops`]: the operator's side (it starts beside the shell and asks it
+//!   for copies of the state): stats socket and `balstat`'s protocol,
 //!   Prometheus metrics, the sidecar thread that serves them, systemd
 //!   socket activation and readiness.
 //! - [`cli`], [`logging`]: the command line and bunyan logs.
@@ -40,9 +44,6 @@
 pub mod backends;
 pub mod cli;
 pub mod core;
-pub mod demo_zone;
-pub mod frame;
-pub mod listener;
 pub mod logging;
 pub mod ops;
 pub mod remotes;

@@ -38,6 +38,19 @@ pub fn query(id: u16) -> Vec<u8> {
     q
 }
 
+/// The `mname-demo-backend` binary, beside the balancer's: it belongs to
+/// the backend crate, so Cargo gives this package no `CARGO_BIN_EXE_*` for
+/// it, and `cargo bench` builds only this package's binaries.
+pub fn demo_backend_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_mname-balancer")).with_file_name("mname-demo-backend");
+    assert!(
+        bin.is_file(),
+        "{} not found: build it first with `cargo build --release --workspace --bins`",
+        bin.display()
+    );
+    bin
+}
+
 /// A balancer on 127.0.0.1:`port` with a stats socket, in front of three
 /// demo backends, all under `dir`.
 pub struct Setup {
@@ -56,7 +69,7 @@ pub fn start(dir: &Path, port: u16, extra: &[&str]) -> Setup {
     let stats = dir.join("stats.sock");
     let mut procs = Procs(Vec::new());
     for id in ["5300", "5301", "5302"] {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mname-demo-backend"))
+        let mut c = Command::new(demo_backend_bin())
             .arg("-s")
             .arg(socks.join(id))
             .stdout(Stdio::piped())

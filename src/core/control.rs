@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use super::datagrams::log_reassignment;
 use super::{ControlSession, Core, Io, RateLimit, TimerKey};
 use crate::backends::{BackendId, Caps, Heartbeat, LinkState, Need, Ready};
-use crate::frame::{Frame, FrameBuffer, FrameError, frame_type};
+use mname_balancer_protocol::{Frame, FrameBuffer, FrameError, frame_type};
 
 /// sockaddr_un's sun_path holds 108 bytes including the terminating NUL.
 pub const SUN_PATH_MAX: usize = 108;

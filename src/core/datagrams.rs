@@ -29,8 +29,8 @@ use super::intake::{self, Refusal};
 use super::{Core, Io, REPEAT_LOG_INTERVAL, synth};
 use crate::backends::Need;
 use crate::cli::NoBackend;
-use crate::frame::{self, MAX_PAYLOAD, UDP6_HEADER_LEN};
 use crate::remotes::Choice;
+use mname_balancer_protocol::{self as frame, MAX_PAYLOAD, UDP6_HEADER_LEN};
 
 /// One received datagram, in a buffer with room for a frame header in
 /// front of it.

@@ -54,9 +54,9 @@ use tokio::time::Instant;
 
 use crate::backends::{BackendId, Backends};
 use crate::cli::Config;
-use crate::frame::FrameBuffer;
 use crate::remotes::Remotes;
 use crate::timeouts::Timeouts;
+use mname_balancer_protocol::FrameBuffer;
 
 pub use counters::Counters;
 pub use datagrams::Datagram;

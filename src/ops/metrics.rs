@@ -377,7 +377,7 @@ fn encode_summary(s: &Summary, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let mut family = enc.encode_descriptor(m.name, m.help, m.unit.as_ref(), m.kind)?;
         for (id, be) in &backends {
             let path = be.path.display().to_string();
-            let ipv6 = if be.caps & crate::frame::capability::IPV6 != 0 {
+            let ipv6 = if be.caps & mname_balancer_protocol::capability::IPV6 != 0 {
                 "true"
             } else {
                 "false"

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::backends::BackendId;
 use crate::core::{SessionEnd, SessionPlan};
-use crate::frame::{self, frame_type};
+use mname_balancer_protocol::{self as frame, frame_type};
 
 /// How a session's end reaches the loop: the backend and how it ended.
 pub type Ended = (BackendId, SessionEnd);

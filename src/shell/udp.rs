@@ -29,7 +29,7 @@ use tokio::net::UdpSocket;
 
 use super::mmsg::{self, LocalAddr, RecvBatch, SendBatch};
 use crate::core::Datagram;
-use crate::frame::UDP6_HEADER_LEN;
+use mname_balancer_protocol::UDP6_HEADER_LEN;
 
 /// Receive calls (of up to [`super::mmsg::BATCH`] datagrams each) per
 /// socket per turn of the event loop before other work gets a turn.
@@ -37,7 +37,7 @@ pub const RECV_CALLS: usize = 4;
 
 /// Room for one datagram: more than the frame limit, so an oversized one is
 /// seen to be oversized rather than silently cut to size
-/// ([`crate::frame::MAX_PAYLOAD`]).
+/// ([`mname_balancer_protocol::MAX_PAYLOAD`]).
 const RECV_ROOM: usize = 4096;
 
 /// How many distinct (socket, local address) reply paths are remembered.

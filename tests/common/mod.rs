@@ -250,6 +250,23 @@ impl Balancer {
     }
 }
 
+/// The `mname-demo-backend` binary.  It belongs to another package of the
+/// workspace (`crates/backend`), and Cargo names only a package's own
+/// binaries in `CARGO_BIN_EXE_*`, so it is looked for where Cargo puts every
+/// binary of the workspace: beside the balancer.  A test run of the whole
+/// workspace builds it (the backend crate's own integration test makes
+/// Cargo build its binaries); a run of this package alone does not.
+pub fn demo_backend_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_mname-balancer")).with_file_name("mname-demo-backend");
+    assert!(
+        bin.is_file(),
+        "{} not found: build it with `cargo build --workspace --bins`, or run \
+         the tests of the whole workspace (`cargo nextest run --workspace`)",
+        bin.display()
+    );
+    bin
+}
+
 /// A demo backend process on `dir/file`, answering `whoami` with `name`.
 pub struct Backend {
     pub proc: Proc,
@@ -265,7 +282,7 @@ impl Backend {
     /// Start with extra flags (`--delay MS`, `--no-answer`, `--log-queries`).
     pub fn start_with(dir: &Path, file: &str, extra: &[&str]) -> Backend {
         let path = dir.join(file);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mname-demo-backend"));
+        let mut cmd = Command::new(demo_backend_bin());
         cmd.arg("-s").arg(&path).args(["-n", file]).args(extra);
         let proc = Proc::spawn(&format!("backend {file}"), cmd);
         proc.wait_for("backend ready", |_| true);

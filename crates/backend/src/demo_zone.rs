@@ -30,18 +30,24 @@ const CLASSIC_UDP_MAX: usize = 512;
 /// The zone and the name this backend answers `whoami` with.
 #[derive(Debug, Clone)]
 pub struct DemoZone {
+    /// The zone's apex, fully qualified and lower case.
     pub origin: Name,
+    /// What `TXT whoami.ZONE` answers.
     pub backend_name: String,
 }
 
 /// Which transport a query came over: UDP answers are truncated to fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// Over UDP: an answer too big for the client is truncated (TC set).
     Udp,
+    /// Over TCP: answers go whole, up to 65535 bytes.
     Tcp,
 }
 
 impl DemoZone {
+    /// The zone `origin` (`example.com`), answering `whoami` with
+    /// `backend_name`.  Fails on a name that is not a valid domain name.
     pub fn new(origin: &str, backend_name: &str) -> Result<Self, String> {
         let mut origin = Name::from_ascii(origin).map_err(|e| format!("bad zone {origin}: {e}"))?;
         origin.set_fqdn(true);

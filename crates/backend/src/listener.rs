@@ -37,7 +37,11 @@ const REPLY_QUEUE: usize = 1024;
 /// Something the balancer sent that the application must handle.
 #[derive(Debug)]
 pub enum Inbound {
+    /// A query that reached the balancer over UDP; answer it with
+    /// [`UdpQuery::reply`].
     Udp(UdpQuery),
+    /// A client's TCP connection, relayed: read queries from it and write
+    /// answers to it until the client closes it.
     Tcp(TcpSession),
 }
 
@@ -176,6 +180,7 @@ impl BalancerListener {
         })
     }
 
+    /// The socket path this listener is bound to.
     pub fn path(&self) -> &Path {
         &self.path
     }

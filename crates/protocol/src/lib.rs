@@ -1,12 +1,20 @@
 //! FRAMES
 //!
 //! The balancer and each backend speak a small framed protocol over AF_UNIX
-//! stream sockets (specified in full in `docs/protocol.md`).  Every integer is
-//! a u32, little-endian.  Every frame starts with its type; most frames are a
-//! fixed length determined by the type, and the two that carry a DNS message
+//! stream sockets (specified in full in `docs/protocol.md` at the root of
+//! the mname-balancer repository).  Every integer is a u32, little-endian.
+//! Every frame starts with its type; most frames are a fixed length
+//! determined by the type, and the two that carry a DNS message
 //! (INBOUND_UDP and OUTBOUND_UDP) give the message length in their header.
 //!
-//! This module is pure: it turns bytes into [`Frame`]s and frames into bytes,
+//! This crate is the codec both sides share: the balancer (`mname-balancer`,
+//! which re-exports it as `mname_balancer::frame`) and the backend library
+//! (`mname-balancer-backend`) are built on it, so the two ends cannot drift
+//! apart.  A backend in Rust normally wants `mname-balancer-backend`, which
+//! answers hellos and heartbeats itself; this crate is for those who drive
+//! the frames by hand (tests, tools, another I/O layer).
+//!
+//! It is pure: it turns bytes into [`Frame`]s and frames into bytes,
 //! and does no I/O.  Decoding is two-phase in the manner of mini-redis: a
 //! buffer that holds only part of a frame yields `Ok(None)` ("need more"),
 //! never an error, so a stream cut anywhere decodes the same once the rest
@@ -27,21 +35,37 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// The README's examples, compiled and run by `cargo test --doc` so that
+/// they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Frame type numbers, named once.  Types below 1000 travel from the
 /// balancer to a backend; types from 1001 travel from a backend to the
 /// balancer.
 pub mod frame_type {
+    /// Balancer -> backend: opens a control session; asked again, it asks
+    /// which extensions the backend speaks.
     pub const CLIENT_HELLO: u32 = 1;
+    /// Balancer -> backend: a client's DNS query that came over UDP.
     pub const INBOUND_UDP: u32 = 2;
+    /// Balancer -> backend: opens a TCP session for the named client.
     pub const INBOUND_TCP: u32 = 3;
+    /// Balancer -> backend: are you alive?
     pub const CLIENT_HEARTBEAT: u32 = 4;
     /// Extension: INBOUND_UDP from an IPv6 client.
     pub const INBOUND_UDP6: u32 = 5;
     /// Extension: INBOUND_TCP from an IPv6 client.
     pub const INBOUND_TCP6: u32 = 6;
+    /// Backend -> balancer: the answer to CLIENT_HELLO.
     pub const SERVER_HELLO: u32 = 1001;
+    /// Backend -> balancer: a DNS answer for a UDP client.
     pub const OUTBOUND_UDP: u32 = 1002;
+    /// Backend -> balancer: the TCP session is accepted; from here on the
+    /// connection carries the client's DNS-over-TCP bytes verbatim.
     pub const INBOUND_TCP_OK: u32 = 1003;
+    /// Backend -> balancer: the answer to CLIENT_HEARTBEAT.
     pub const SERVER_HEARTBEAT: u32 = 1004;
     /// Extension: the backend's answer to a second CLIENT_HELLO.
     pub const SERVER_CAPABILITIES: u32 = 1005;
@@ -84,63 +108,72 @@ pub const BARE_LEN: usize = 4;
 /// never allocates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frame<'a> {
+    /// CLIENT_HELLO.
     ClientHello,
+    /// INBOUND_UDP, or INBOUND_UDP6 for an IPv6 client.
     InboundUdp {
+        /// The client's address.
         addr: IpAddr,
+        /// The client's UDP port.
         port: u16,
+        /// The client's DNS message.
         payload: &'a [u8],
     },
+    /// INBOUND_TCP, or INBOUND_TCP6 for an IPv6 client.
     InboundTcp {
+        /// The client's address.
         addr: IpAddr,
+        /// The client's TCP port.
         port: u16,
     },
+    /// CLIENT_HEARTBEAT.
     ClientHeartbeat,
+    /// SERVER_HELLO.
     ServerHello,
+    /// OUTBOUND_UDP, or OUTBOUND_UDP6 for an IPv6 client.
     OutboundUdp {
+        /// The client the answer goes to.
         addr: IpAddr,
+        /// The client's UDP port.
         port: u16,
+        /// The DNS answer.
         payload: &'a [u8],
     },
+    /// INBOUND_TCP_OK.
     InboundTcpOk,
+    /// SERVER_HEARTBEAT.
     ServerHeartbeat,
+    /// SERVER_CAPABILITIES.
     ServerCapabilities {
+        /// The [`capability`] bits the backend sets.
         flags: u32,
     },
 }
 
 /// Why a byte stream is not a valid frame stream.  Each is fatal to the
 /// session that carried it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// A frame type this protocol does not define.
+    #[error("unknown frame type {0}")]
     UnknownType(u32),
     /// A UDP frame declaring a payload larger than [`MAX_PAYLOAD`].
-    Oversized { frame_type: u32, len: u32 },
+    #[error("frame type {frame_type} declares {len} bytes (limit {MAX_PAYLOAD})")]
+    Oversized {
+        /// The frame's type.
+        frame_type: u32,
+        /// The payload length it declares.
+        len: u32,
+    },
     /// A port field that does not fit in 16 bits.
-    BadPort { frame_type: u32, port: u32 },
+    #[error("frame type {frame_type} carries port {port}, beyond 65535")]
+    BadPort {
+        /// The frame's type.
+        frame_type: u32,
+        /// The port field as sent.
+        port: u32,
+    },
 }
-
-impl std::fmt::Display for FrameError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FrameError::UnknownType(t) => write!(f, "unknown frame type {t}"),
-            FrameError::Oversized { frame_type, len } => {
-                write!(
-                    f,
-                    "frame type {frame_type} declares {len} bytes (limit {MAX_PAYLOAD})"
-                )
-            }
-            FrameError::BadPort { frame_type, port } => {
-                write!(
-                    f,
-                    "frame type {frame_type} carries port {port}, beyond 65535"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for FrameError {}
 
 impl Frame<'_> {
     /// The type number of this frame.
@@ -362,6 +395,7 @@ pub struct FrameBuffer {
 }
 
 impl FrameBuffer {
+    /// An empty buffer.
     pub fn new() -> Self {
         Self::default()
     }
@@ -608,6 +642,30 @@ mod tests {
                 frame_type: frame_type::OUTBOUND_UDP,
                 port: 70000
             })
+        );
+    }
+
+    #[test]
+    fn error_messages_keep_their_texts() {
+        assert_eq!(
+            FrameError::UnknownType(9).to_string(),
+            "unknown frame type 9"
+        );
+        assert_eq!(
+            FrameError::Oversized {
+                frame_type: 1002,
+                len: 1501
+            }
+            .to_string(),
+            "frame type 1002 declares 1501 bytes (limit 1500)"
+        );
+        assert_eq!(
+            FrameError::BadPort {
+                frame_type: 2,
+                port: 70000
+            }
+            .to_string(),
+            "frame type 2 carries port 70000, beyond 65535"
         );
     }
 

@@ -1,7 +1,7 @@
 //! `mname-demo-backend`: a backend DNS server for the balancer, built on the
-//! library's [`mname_balancer::listener`], answering from the built-in demo
-//! zone ([`mname_balancer::demo_zone`]).  Used by the README's quick start,
-//! by the integration tests and by benchmarks.
+//! crate's [`mname_balancer_backend::listener`], answering from the built-in
+//! demo zone ([`mname_balancer_backend::demo_zone`]).  Used by the README's
+//! quick start, by the integration tests and by benchmarks.
 //!
 //! `mname-demo-backend -s SOCKET -n NAME [-z ZONE]`
 //!
@@ -14,8 +14,8 @@
 
 use std::process::ExitCode;
 
-use mname_balancer::demo_zone::{DemoZone, Transport};
-use mname_balancer::listener::{BalancerListener, Inbound, TcpSession};
+use mname_balancer_backend::demo_zone::{DemoZone, Transport};
+use mname_balancer_backend::listener::{BalancerListener, Inbound, TcpSession};
 
 fn usage() -> String {
     getopts_options().usage("Usage: mname-demo-backend -s SOCKET -n NAME [-z ZONE] [test options]")
