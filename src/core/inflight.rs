@@ -290,9 +290,15 @@ impl InFlight {
     }
 
     /// Move a query to another backend after its first one failed; it keeps
-    /// its deadline.  Returns its frame to send.
+    /// its deadline.  Returns its frame to send; `None` when the query is
+    /// gone or `to` is at its bound.
     pub fn reassign(&mut self, key: &QueryKey, to: BackendId) -> Option<&[u8]> {
         let &slot = self.index.get(key)?;
+        // The new backend's bound holds for replays too: a query that does
+        // not fit stays where it is and meets its deadline.
+        if self.count_for(to) >= self.limits.per_backend {
+            return None;
+        }
         let e = &mut self.slots[slot];
         if let Some(c) = self.per_backend.get_mut(&e.backend) {
             *c = c.saturating_sub(1);

@@ -121,7 +121,14 @@ impl Core {
         self.tcp_open = self.tcp_open.saturating_sub(1);
         match end {
             SessionEnd::Done => {}
-            SessionEnd::OkTimeout => self.fault(backend, now, io),
+            // Only a backend in service is faulted: one already down is
+            // being reconnected, and faulting it again would push its
+            // reconnect back (a stream of such sessions could keep it
+            // down for good).  The simulation found this.
+            SessionEnd::OkTimeout if self.backends.get(backend).is_some_and(|b| b.is_ok()) => {
+                self.fault(backend, now, io)
+            }
+            SessionEnd::OkTimeout => {}
             SessionEnd::ConnectFailed => {
                 if let Some(be) = self.backends.get_mut(backend) {
                     be.stats.conn_error += 1;

@@ -1,0 +1,184 @@
+//! The invariants the simulation holds the core to after every step.  Each
+//! failure is a sentence naming what was wrong; the driver prints the
+//! seed beside it so that the run replays exactly.
+
+use std::time::Duration;
+
+use mname_balancer::backends::{BackendId, LinkState};
+use mname_balancer::core::Phase;
+
+use super::world::World;
+
+/// Slack for deadlines checked after the fact: the clock moves in steps.
+const SLACK: Duration = Duration::from_millis(1);
+
+impl World {
+    /// How often each path of interest was taken in this run.
+    pub fn exercised(&self) -> Vec<(&'static str, u64)> {
+        let c = self.core.counters();
+        let be = |f: fn(&mname_balancer::backends::BackendStats) -> u64| -> u64 {
+            self.core.backends().iter().map(|b| f(&b.stats)).sum()
+        };
+        vec![
+            ("forwarded", c.udp_forwarded),
+            ("dropped_oversized", c.dropped_oversized),
+            ("dropped_short", c.dropped_short),
+            ("dropped_response", c.dropped_response),
+            ("dropped_malformed", c.dropped_malformed),
+            ("dropped_no_backend", c.dropped_no_backend),
+            ("dropped_stuck", c.dropped_stuck),
+            ("dropped_inflight_full", c.dropped_inflight_full),
+            ("no_backend_answers", c.no_backend_answers),
+            ("no_backend_rate_limited", c.no_backend_rate_limited),
+            ("timeouts", c.timeouts),
+            ("late_answers", c.late_answers),
+            ("unsolicited_answers", c.unsolicited_answers),
+            ("replayed", c.replayed),
+            ("tcp_dropped_no_backend", c.tcp_dropped_no_backend),
+            ("tcp_dropped_session_limit", c.tcp_dropped_session_limit),
+            ("faults", be(|s| s.faults)),
+            ("passive_faults", be(|s| s.passive_faults)),
+            ("conn_error", be(|s| s.conn_error)),
+            (
+                "answers_delivered",
+                self.answers.values().map(|&n| u64::from(n)).sum(),
+            ),
+        ]
+    }
+
+    /// Every invariant, at this instant; the violations found so far.
+    pub fn check(&mut self) -> Vec<String> {
+        let mut v = std::mem::take(&mut self.env.violations);
+        let c = self.core.counters();
+
+        // Every datagram is forwarded or counted in exactly one drop.
+        if c.udp_received != self.datagrams {
+            v.push(format!(
+                "udp_received {} != {} sent",
+                c.udp_received, self.datagrams
+            ));
+        }
+        let dropped = c.udp_dropped();
+        if c.udp_received != c.udp_forwarded + dropped {
+            v.push(format!(
+                "received {} != forwarded {} + dropped {dropped} ({c:?})",
+                c.udp_received, c.udp_forwarded
+            ));
+        }
+        if c.no_backend_answers + c.no_backend_rate_limited > c.dropped_no_backend {
+            v.push(format!(
+                "more no-backend answers than no-backend drops ({c:?})"
+            ));
+        }
+        let replayed_away: u64 = self
+            .core
+            .backends()
+            .iter()
+            .map(|b| b.stats.replayed_away)
+            .sum();
+        if c.replayed != replayed_away {
+            v.push(format!(
+                "replayed {} != sum of replayed_away {replayed_away}",
+                c.replayed
+            ));
+        }
+
+        // A query reaches backends at most twice per time it was asked:
+        // once, and once more if its backend failed.
+        for key in std::mem::take(&mut self.forwarded_now) {
+            let n = self.forwarded.get(&key).copied().unwrap_or(0);
+            let asked = self.asks.get(&key).copied().unwrap_or(0);
+            if n > 2 * asked {
+                v.push(format!("{key:?} reached backends {n} times, asked {asked}"));
+            }
+        }
+
+        // Each backend's remote count is the number of remotes it is
+        // primary of.
+        for be in self.core.backends().iter() {
+            let primaries = self
+                .core
+                .remotes()
+                .iter()
+                .filter(|(_, r)| r.primary == be.id)
+                .count();
+            if be.remotes as usize != primaries {
+                v.push(format!(
+                    "backend {} counts {} remotes, is primary of {primaries}",
+                    be.id, be.remotes
+                ));
+            }
+        }
+
+        // No bound is exceeded.
+        let cfg = &self.cfg;
+        let inflight = self.core.inflight();
+        if inflight.len() > cfg.max_inflight {
+            v.push(format!(
+                "{} in flight > {}",
+                inflight.len(),
+                cfg.max_inflight
+            ));
+        }
+        for be in self.core.backends().iter() {
+            let n = inflight.count_for(be.id);
+            if n > cfg.max_inflight_per_backend {
+                v.push(format!(
+                    "{n} in flight to {} > {}",
+                    be.id, cfg.max_inflight_per_backend
+                ));
+            }
+        }
+        for b in &self.env.backends {
+            if let Some(link) = &b.link
+                && link.queued_data() > cfg.backend_queue_bytes
+            {
+                v.push(format!("{} bytes queued to {}", link.queued_data(), b.id));
+            }
+        }
+        let open = self.core.tcp_sessions_open();
+        if open > cfg.max_tcp_sessions || open != self.sessions.len() {
+            v.push(format!(
+                "{open} TCP sessions open, {} in the world",
+                self.sessions.len()
+            ));
+        }
+
+        // A backend that is neither connected nor removed is reconnected
+        // on the back-off schedule, whose longest delay is reconnect-max.
+        let linked: Vec<BackendId> = self
+            .env
+            .backends
+            .iter()
+            .filter(|b| b.link.is_some())
+            .map(|b| b.id)
+            .collect();
+        for be in self.core.backends().iter() {
+            // A removed backend waits for its socket to return; the
+            // schedule starts again when it does.
+            let down = matches!(be.state, LinkState::Down | LinkState::ReconnectPending);
+            if !down || be.removed || linked.contains(&be.id) {
+                self.down_since.remove(&be.id);
+                continue;
+            }
+            let since = *self.down_since.entry(be.id).or_insert(self.now);
+            if self.now > since + cfg.timers.reconnect_max + SLACK {
+                v.push(format!(
+                    "backend {} down since {:?} ago and not reconnected ({:?})",
+                    be.id,
+                    self.now - since,
+                    be.state
+                ));
+            }
+        }
+
+        // Draining ends by the grace period.
+        if let Some(t) = self.terminated_at
+            && self.now > t + cfg.timers.drain_timeout + SLACK
+            && self.core.phase() != Phase::Exit
+        {
+            v.push("still running past the drain grace period".into());
+        }
+        v
+    }
+}
