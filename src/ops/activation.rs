@@ -186,7 +186,7 @@ fn check_listening(_sock: &Socket) -> Result<(), String> {
 
 impl Inherited {
     /// The balancer's listeners, made of the inherited sockets.  Logs each
-    /// listener as [`crate::balancer::bind`] does (with `inherited: true`),
+    /// listener as [`crate::shell::bind`] does (with `inherited: true`),
     /// and that `-b`/`-p` are ignored.  Must run inside the tokio runtime.
     pub fn into_listeners(self, config: &Config, log: &Logger) -> io::Result<Listeners> {
         let ignored: Vec<String> = config.listen_addrs.iter().map(|a| a.to_string()).collect();
