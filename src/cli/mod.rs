@@ -8,9 +8,11 @@
 //!
 //! The parts: `config` (what the balancer runs with, and the defaults),
 //! `flags` (the flags and the usage text), `values` (reading one flag's
-//! value); [`parse`], here, puts them together.
+//! value), `error` (what a mistake is told); [`parse`], here, puts them
+//! together.
 
 mod config;
+mod error;
 mod flags;
 mod values;
 
@@ -21,6 +23,7 @@ pub use config::{
     DEFAULT_MAX_TCP_SESSIONS, DEFAULT_STATS_MODE, DEFAULT_SYNTH_RATE, DEFAULT_UDP_RECV_BUFFER,
     NoBackend, OnTimeout,
 };
+pub use error::CliError;
 pub use flags::usage;
 use flags::{TIMER_FLAGS, options};
 use values::inside_dir;
@@ -33,59 +36,42 @@ pub enum Command {
     Help(String),
 }
 
-/// A command line that cannot be run, with the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliError(pub String);
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for CliError {}
-
 /// Parse the command line (without the program name).  `env_level` is the
 /// value of `LOG_LEVEL`, if set.
 pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliError> {
-    let m = options().parse(args).map_err(|e| CliError(e.to_string()))?;
+    let m = options().parse(args)?;
     if m.opt_present("h") {
         return Ok(Command::Help(usage()));
     }
     if let Some(extra) = m.free.first() {
-        return Err(CliError(format!("unexpected argument \"{extra}\"")));
+        return Err(CliError::UnexpectedArgument(extra.clone()));
     }
     let Some(dir) = m.opt_str("s") else {
-        return Err(CliError("must specify socket directory (-s)".into()));
+        return Err(CliError::NoSocketDir);
     };
     let mut c = Config::new(PathBuf::from(dir));
     let binds = m.opt_strs("b");
     if !binds.is_empty() {
         c.listen_addrs = binds
             .iter()
-            .map(|b| {
-                b.parse()
-                    .map_err(|_| CliError(format!("invalid listen address for -b: \"{b}\"")))
-            })
+            .map(|b| b.parse().map_err(|_| CliError::BadListenAddress(b.clone())))
             .collect::<Result<_, _>>()?;
     }
     if let Some(p) = m.opt_str("p") {
-        c.port = p
-            .parse()
-            .map_err(|_| CliError(format!("invalid port for -p: \"{p}\" (0..65535)")))?;
+        c.port = p.parse().map_err(|_| CliError::BadPort(p.clone()))?;
     }
     if let Some(l) = m.opt_str("l") {
-        c.log_level =
-            parse_level(&l).ok_or_else(|| CliError(format!("invalid log level for -l: {l}")))?;
+        c.log_level = parse_level(&l).ok_or_else(|| CliError::BadLogLevel(l.clone()))?;
     }
     if let Some(l) = env_level {
-        c.log_level =
-            parse_level(l).ok_or_else(|| CliError(format!("invalid LOG_LEVEL \"{l}\"")))?;
+        c.log_level = parse_level(l).ok_or_else(|| CliError::BadLogLevelEnv(l.to_string()))?;
     }
     for (name, _, field) in TIMER_FLAGS {
         if let Some(v) = m.opt_strs(name).pop() {
-            let d = parse_duration(&v)
-                .ok_or_else(|| CliError(format!("invalid duration for --{name}: \"{v}\"")))?;
+            let d = parse_duration(&v).ok_or_else(|| CliError::BadDuration {
+                flag: name,
+                value: v.clone(),
+            })?;
             *field(&mut c.timers) = d;
         }
     }
@@ -93,11 +79,7 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
         c.on_timeout = match v.as_str() {
             "servfail" => OnTimeout::ServFail,
             "drop" => OnTimeout::Drop,
-            _ => {
-                return Err(CliError(format!(
-                    "invalid --on-timeout \"{v}\" (servfail, drop)"
-                )));
-            }
+            _ => return Err(CliError::BadOnTimeout(v)),
         };
     }
     if let Some(v) = m.opt_str("no-backend") {
@@ -105,11 +87,7 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
             "servfail" => NoBackend::ServFail,
             "refused" => NoBackend::Refused,
             "drop" => NoBackend::Drop,
-            _ => {
-                return Err(CliError(format!(
-                    "invalid --no-backend \"{v}\" (servfail, refused, drop)"
-                )));
-            }
+            _ => return Err(CliError::BadNoBackend(v)),
         };
     }
     let mut per_backend = c.max_inflight_per_backend as usize;
@@ -126,22 +104,25 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
                 .parse()
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| CliError(format!("invalid count for --{name}: \"{v}\"")))?;
+                .ok_or_else(|| CliError::BadCount {
+                    flag: name,
+                    value: v.clone(),
+                })?;
         }
     }
-    c.max_inflight_per_backend = u32::try_from(per_backend)
-        .map_err(|_| CliError("invalid count for --max-inflight-per-backend".into()))?;
+    c.max_inflight_per_backend =
+        u32::try_from(per_backend).map_err(|_| CliError::CountTooLarge {
+            flag: "max-inflight-per-backend",
+        })?;
     c.synth_rate =
-        u32::try_from(synth_rate).map_err(|_| CliError("invalid count for --synth-rate".into()))?;
+        u32::try_from(synth_rate).map_err(|_| CliError::CountTooLarge { flag: "synth-rate" })?;
     if let Some(path) = m.opt_str("S") {
         let path = PathBuf::from(path);
         if inside_dir(&path, &c.socket_dir) {
-            return Err(CliError(format!(
-                "stats socket {} is inside the backend socket directory {}: \
-                 every entry there is taken for a backend",
-                path.display(),
-                c.socket_dir.display()
-            )));
+            return Err(CliError::StatsSocketInsideSocketDir {
+                socket: path,
+                dir: c.socket_dir,
+            });
         }
         c.stats_socket = Some(path);
     }
@@ -149,23 +130,18 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
         c.stats_mode = u32::from_str_radix(&v, 8)
             .ok()
             .filter(|mode| *mode & !0o777 == 0 && *mode & 0o600 == 0o600 && *mode & 0o007 == 0)
-            .ok_or_else(|| {
-                CliError(format!(
-                    "invalid --stats-mode \"{v}\" (octal; owner read-write, no access for others: 600, 640, 660)"
-                ))
-            })?;
+            .ok_or_else(|| CliError::BadStatsMode(v.clone()))?;
     }
     if let Some(v) = m.opt_str("udp-recv-buffer") {
         c.udp_recv_buffer = v
             .parse()
-            .map_err(|_| CliError(format!("invalid byte count for --udp-recv-buffer: \"{v}\"")))?;
+            .map_err(|_| CliError::BadUdpRecvBuffer(v.clone()))?;
     }
     if let Some(v) = m.opt_str("metrics") {
-        c.metrics_addr = Some(v.parse().map_err(|_| {
-            CliError(format!(
-                "invalid address for --metrics: \"{v}\" (ADDR:PORT, [V6ADDR]:PORT)"
-            ))
-        })?);
+        c.metrics_addr = Some(
+            v.parse()
+                .map_err(|_| CliError::BadMetricsAddress(v.clone()))?,
+        );
     }
     Ok(Command::Run(Box::new(c)))
 }
@@ -233,7 +209,9 @@ mod tests {
         assert_eq!(c.on_timeout, OnTimeout::Drop);
         assert_eq!(c.no_backend, NoBackend::Refused);
         assert_eq!(c.synth_rate, 3);
-        let e = run("-s /d --no-backend shrug", None).unwrap_err().0;
+        let e = run("-s /d --no-backend shrug", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--no-backend"), "{e}");
     }
 
@@ -244,14 +222,14 @@ mod tests {
         assert!(
             run("-s /d", Some("loud"))
                 .unwrap_err()
-                .0
+                .to_string()
                 .contains("LOG_LEVEL")
         );
     }
 
     #[test]
     fn errors_name_what_was_wrong() {
-        let e = |s| run(s, None).unwrap_err().0;
+        let e = |s| run(s, None).unwrap_err().to_string();
         assert!(e("-p 53").contains("-s"));
         assert!(e("-s /d -l loud").contains("-l"));
         assert!(e("-s /d -p 70000").contains("70000"));
@@ -279,7 +257,7 @@ mod tests {
                 .map(|a| a.port()),
             Some(0)
         );
-        let e = |s: &str| run(s, None).unwrap_err().0;
+        let e = |s: &str| run(s, None).unwrap_err().to_string();
         assert!(e("-s /d -S /d/stats.sock").contains("inside the backend socket directory"));
         assert!(e("-s /d -S /d/sub/stats.sock").contains("inside the backend socket directory"));
         assert!(e("-s /d/ -S /d/../d/stats.sock").contains("inside the backend socket directory"));
