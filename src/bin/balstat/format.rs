@@ -3,10 +3,23 @@
 //! them, a histogram as one line.  Each result is one word where it can
 //! be (`3m04s`, `0.12ms`), so that a table stays aligned and `awk` can
 //! still pick its columns apart.
+//!
+//! Timestamps are the `time` crate's RFC 3339 (the calendar is not
+//! something to hand-roll; the balancer's bunyan logs are written with the
+//! same crate).  Spans and latencies are formatted here: what a table
+//! wants is the two largest units with the second zero-padded (`3m04s`,
+//! `2h05m`) and latencies in ms or s, to about three digits
+//! (`0.12ms`, `15.3ms`, `1.20s`).  The duration formats of `time`,
+//! `humantime` and `jiff` print every non-zero unit (`2h5m12s345ms`,
+//! `2h 5m 12s 345ms`) or one unit with fixed decimals (`120.00µs`):
+//! picking the two largest units and padding the second would still be
+//! ours to write, so a crate would save nothing here.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -16,26 +29,16 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// `ms` since the epoch as UTC ISO-8601, `2026-12-01T09:00:00Z`.
+/// `ms` since the epoch as UTC RFC 3339 to the second,
+/// `2026-12-01T09:00:00Z`.  A time past the year 9999 (which no balancer
+/// sends, but the document comes from another process) is shown as the
+/// number it came as.
 pub(crate) fn iso_utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    i64::try_from(ms / 1000)
+        .ok()
+        .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
 }
 
 /// A span of milliseconds, coarsely: `12s`, `3m04s`, `2h05m`, `4d03h`.
@@ -132,6 +135,11 @@ mod tests {
         assert_eq!(iso_utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(iso_utc(1_796_115_600_000), "2026-12-01T09:00:00Z");
         assert_eq!(iso_utc(951_782_400_000), "2000-02-29T00:00:00Z");
+        // Milliseconds are dropped, not rounded: the age beside it says more.
+        assert_eq!(iso_utc(1_796_115_600_999), "2026-12-01T09:00:00Z");
+        assert_eq!(iso_utc(253_402_300_799_000), "9999-12-31T23:59:59Z");
+        assert_eq!(iso_utc(253_402_300_800_000), "253402300800000");
+        assert_eq!(iso_utc(u64::MAX), u64::MAX.to_string());
         assert_eq!(age(1000, 13_999), "12s ago");
         assert_eq!(span(184_000), "3m04s");
         assert_eq!(span(7_500_000), "2h05m");
