@@ -290,7 +290,7 @@ fn as_user(uid: u32, gid: u32, sock: &str) -> Option<Output> {
 
 /// The balancer on a free port, backends in `dir`, stats socket `sock`,
 /// for tests that expect it to refuse to start.
-fn balancer_with_stats(dir: &std::path::Path, sock: &std::path::Path) -> Command {
+fn balancer_with_stats(dir: &Path, sock: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mname-balancer"));
     cmd.args(["-b", "127.0.0.1", "-p", "0", "-s"])
         .arg(dir)

@@ -250,7 +250,7 @@ pub fn notify_stopping(status: &str, log: &Logger) {
 /// Send `states` to `$NOTIFY_SOCKET`, if set.  A failure is logged and
 /// otherwise ignored: the balancer serves DNS whether or not the service
 /// manager hears about it.
-fn notify(states: &[NotifyState], log: &Logger) {
+fn notify(states: &[NotifyState<'_>], log: &Logger) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }

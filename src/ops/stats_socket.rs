@@ -57,6 +57,7 @@ const PAGE: usize = 1024;
 /// A bound stats socket; removes its file when dropped.  It is bound
 /// before the loop starts (a failure is an error at start-up) and served
 /// by whichever runtime [`spawn`] is called in.
+#[derive(Debug)]
 pub struct StatsSocket {
     listener: std::os::unix::net::UnixListener,
     path: PathBuf,

@@ -53,6 +53,7 @@ const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A bound metrics listener, not yet tied to a runtime: it is bound on the
 /// event loop's thread and served on the sidecar's ([`crate::ops::sidecar`]).
+#[derive(Debug)]
 pub struct MetricsListener {
     listener: std::net::TcpListener,
 }
