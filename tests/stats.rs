@@ -5,7 +5,8 @@
 //! `--stats-mode`) and never inside the backend directory; clients that
 //! connect and never read hold neither traffic nor other stats clients
 //! back, and a ninth at once is told "busy"; a stale socket file is
-//! replaced at start and the file is removed at exit; watch mode repeats.
+//! replaced at start and the file is removed at exit.  `balstat`'s own
+//! arguments, watch mode and misbehaving servers are in `tests/balstat.rs`.
 
 mod common;
 
@@ -13,100 +14,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::stats::{Setup, balstat, balstat_json, table_rows, text, u};
 use common::*;
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-
-/// Three demo backends 5300..5302 and a balancer with a stats socket in a
-/// directory of its own, serving.
-struct Setup {
-    _dir: tempfile::TempDir,
-    stats_dir: tempfile::TempDir,
-    _backends: Vec<Backend>,
-    bal: Balancer,
-    sock: PathBuf,
-}
-
-impl Setup {
-    /// Default timers: nothing here must fault a backend on a busy machine.
-    fn start(extra: &[&str]) -> Setup {
-        let dir = sockdir();
-        let backends: Vec<Backend> = ["5300", "5301", "5302"]
-            .iter()
-            .map(|n| Backend::start(dir.path(), n))
-            .collect();
-        let stats_dir = sockdir();
-        let sock = stats_dir.path().join("stats.sock");
-        let mut args = vec!["-S", sock.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        let bal = Balancer::start(dir.path(), &args);
-        bal.wait_established(3);
-        // The listeners are logged before the stats socket is bound.
-        bal.proc.wait_for("stats socket listening", |_| true);
-        Setup {
-            _dir: dir,
-            stats_dir,
-            _backends: backends,
-            bal,
-            sock,
-        }
-    }
-
-    fn sock(&self) -> &str {
-        self.sock.to_str().unwrap()
-    }
-}
-
-/// Run balstat with `args`; it bounds its own waits (10 s per read).
-fn balstat(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_balstat"))
-        .args(args)
-        .output()
-        .expect("run balstat")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// `balstat --json` with `args`: the document, or a panic with stderr.
-fn balstat_json(sock: &str, args: &[&str]) -> Value {
-    let mut all = vec!["-S", sock, "--json"];
-    all.extend_from_slice(args);
-    let out = balstat(&all);
-    assert!(
-        out.status.success(),
-        "balstat {all:?} failed: {}",
-        text(&out.stderr)
-    );
-    let stdout = text(&out.stdout);
-    assert_eq!(stdout.lines().count(), 1, "one line of JSON: {stdout}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
-}
-
-/// The rows of the table under the line starting with `title`, split on
-/// whitespace (header excluded).
-fn table_rows(report: &str, title: &str) -> Vec<Vec<String>> {
-    let mut lines = report.lines().skip_while(|l| !l.starts_with(title)).skip(2);
-    let mut rows = Vec::new();
-    for line in lines.by_ref() {
-        if line.is_empty() {
-            break;
-        }
-        rows.push(line.split_whitespace().map(String::from).collect());
-    }
-    rows
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn balstat_accounts_for_every_query_per_remote_and_backend() {
@@ -373,7 +290,7 @@ fn as_user(uid: u32, gid: u32, sock: &str) -> Option<Output> {
 
 /// The balancer on a free port, backends in `dir`, stats socket `sock`,
 /// for tests that expect it to refuse to start.
-fn balancer_with_stats(dir: &std::path::Path, sock: &std::path::Path) -> Command {
+fn balancer_with_stats(dir: &Path, sock: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mname-balancer"));
     cmd.args(["-b", "127.0.0.1", "-p", "0", "-s"])
         .arg(dir)
@@ -592,126 +509,4 @@ async fn stale_socket_replaced_live_one_kept_file_removed_on_sigterm() {
     let mut third = Proc::spawn("third balancer", cmd);
     assert_eq!(third.wait_exit(), Some(1));
     assert_eq!(std::fs::read(&sock).unwrap(), b"keep me");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_mode_repeats_reports() {
-    let s = Setup::start(&[]);
-    let start = Instant::now();
-    let out = balstat(&["-S", s.sock(), "-w", "0.2", "-n", "2"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(start.elapsed() >= Duration::from_millis(200));
-    let stdout = text(&out.stdout);
-    // Not a terminal: no escape codes, reports one after the other.
-    assert!(!stdout.contains('\x1b'));
-    assert_eq!(stdout.matches("BACKENDS (3)").count(), 2, "{stdout}");
-    assert_eq!(
-        stdout.matches("\n\nmname-balancer pid ").count(),
-        1,
-        "{stdout}"
-    );
-    assert!(stdout.starts_with("mname-balancer pid "));
-
-    let out = balstat(&[
-        "-S",
-        s.sock(),
-        "--json",
-        "--watch",
-        "0.1",
-        "-n",
-        "3",
-        "summary",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
-    let docs: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
-    assert_eq!(docs.len(), 3, "{stdout}");
-    assert!(
-        docs.iter()
-            .all(|d| d["backends"].as_array().map(Vec::len) == Some(3))
-    );
-    assert!(
-        docs.iter().all(|d| d.get("remotes").is_none()),
-        "summary: no remotes"
-    );
-}
-
-#[test]
-fn balstat_usage_and_errors() {
-    let out = balstat(&["-h"]);
-    assert!(out.status.success());
-    assert!(text(&out.stdout).contains("Usage: balstat -S PATH"));
-    for (args, message) in [
-        (vec![], "must specify the stats socket (-S PATH)"),
-        (vec!["-S", "/x", "--bogus"], "bogus"),
-        (vec!["-S", "/x", "-w", "soon"], "invalid interval for -w"),
-        (vec!["-S", "/x", "-n", "2"], "-n COUNT goes with -w"),
-        (vec!["-S", "/x", "backend"], "needs an id"),
-    ] {
-        let out = balstat(&args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        let err = text(&out.stderr);
-        assert!(err.contains(message), "{args:?}: {err}");
-        assert!(err.contains("balstat -h"), "{args:?}: {err}");
-    }
-    let dir = sockdir();
-    let missing = dir.path().join("nothing.sock");
-    let out = balstat(&["-S", missing.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains(missing.to_str().unwrap()) && err.contains("no such socket"),
-        "{err}"
-    );
-}
-
-/// A hand-written server: accepts one client, reads its request, writes
-/// `answer` (or nothing, holding the connection) and closes.
-fn fake_server(path: &Path, answer: Option<&'static [u8]>) -> std::thread::JoinHandle<()> {
-    use std::io::{Read, Write};
-    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
-    std::thread::spawn(move || {
-        let Ok((mut conn, _)) = listener.accept() else {
-            return;
-        };
-        let mut line = [0u8; 64];
-        let _ = conn.read(&mut line);
-        match answer {
-            Some(a) => {
-                let _ = conn.write_all(a);
-            }
-            // Hold the connection until balstat gives up.
-            None => {
-                let _ = conn.read(&mut line);
-            }
-        }
-    })
-}
-
-#[test]
-fn balstat_reports_cut_off_and_silent_servers() {
-    let dir = sockdir();
-    let cut = dir.path().join("cut.sock");
-    let t = fake_server(&cut, Some(b"{\"version\":1,\"backends\":[{\"id\":53"));
-    let out = balstat(&["-S", cut.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(err.contains("cut off") && err.contains("cut.sock"), "{err}");
-    t.join().unwrap();
-
-    let silent = dir.path().join("silent.sock");
-    let t = fake_server(&silent, None);
-    let start = Instant::now();
-    let out = balstat(&["-S", silent.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("no answer within 10 s") && err.contains("silent.sock"),
-        "{err}"
-    );
-    assert!(start.elapsed() >= Duration::from_secs(9));
-    t.join().unwrap();
 }

@@ -22,7 +22,6 @@
 //! Reading the environment and sending notifications is the `sd-notify`
 //! crate's work; telling the sockets apart is done here with socket2.
 
-use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -39,16 +38,24 @@ use crate::shell::Listeners;
 pub const LISTEN_FDS_START: RawFd = 3;
 
 /// Why the inherited sockets cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActivationError(pub String);
-
-impl fmt::Display for ActivationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    /// `LISTEN_PID`, `LISTEN_FDS` or a descriptor they name is malformed.
+    #[error("socket activation (LISTEN_FDS): {0}")]
+    Environment(io::Error),
+    /// An inherited descriptor is not a UDP socket or a listening TCP
+    /// socket on IPv4 or IPv6.
+    #[error(
+        "inherited socket fd {fd} (socket activation) {why}; \
+         only UDP sockets and listening TCP sockets on IPv4 or IPv6 can be used"
+    )]
+    Unusable {
+        /// The descriptor's number.
+        fd: RawFd,
+        /// What it is instead, or why it could not be told.
+        why: String,
+    },
 }
-
-impl std::error::Error for ActivationError {}
 
 /// The sockets passed by the service manager, sorted by kind, in the order
 /// of their descriptors.
@@ -82,7 +89,7 @@ pub unsafe fn take_from_env() -> Result<Option<Inherited>, ActivationError> {
         std::env::remove_var("LISTEN_FDNAMES");
         fds
     };
-    let fds = fds.map_err(|e| ActivationError(format!("socket activation (LISTEN_FDS): {e}")))?;
+    let fds = fds.map_err(ActivationError::Environment)?;
     if fds.len() == 0 {
         return Ok(None);
     }
@@ -105,12 +112,7 @@ pub unsafe fn take_from_env() -> Result<Option<Inherited>, ActivationError> {
 /// listening TCP socket, on IPv4 or IPv6.  Anything else is an error that
 /// names the descriptor and what it is.
 pub fn classify(number: RawFd, fd: OwnedFd) -> Result<Kind, ActivationError> {
-    let bad = |what: String| {
-        ActivationError(format!(
-            "inherited socket fd {number} (socket activation) {what}; \
-             only UDP sockets and listening TCP sockets on IPv4 or IPv6 can be used"
-        ))
-    };
+    let bad = |why: String| ActivationError::Unusable { fd: number, why };
     let sock = Socket::from(fd);
     let ty = match sock.r#type() {
         Ok(t) => t,
@@ -186,7 +188,7 @@ fn check_listening(_sock: &Socket) -> Result<(), String> {
 
 impl Inherited {
     /// The balancer's listeners, made of the inherited sockets.  Logs each
-    /// listener as [`crate::balancer::bind`] does (with `inherited: true`),
+    /// listener as [`crate::shell::bind`] does (with `inherited: true`),
     /// and that `-b`/`-p` are ignored.  Must run inside the tokio runtime.
     pub fn into_listeners(self, config: &Config, log: &Logger) -> io::Result<Listeners> {
         let ignored: Vec<String> = config.listen_addrs.iter().map(|a| a.to_string()).collect();
@@ -248,7 +250,7 @@ pub fn notify_stopping(status: &str, log: &Logger) {
 /// Send `states` to `$NOTIFY_SOCKET`, if set.  A failure is logged and
 /// otherwise ignored: the balancer serves DNS whether or not the service
 /// manager hears about it.
-fn notify(states: &[NotifyState], log: &Logger) {
+fn notify(states: &[NotifyState<'_>], log: &Logger) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
@@ -290,27 +292,32 @@ mod tests {
         let s = Socket::new(socket2::Domain::IPV4, Type::STREAM, None).unwrap();
         s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
             .unwrap();
-        let e = classify(5, owned(s)).unwrap_err();
-        assert!(e.0.contains("fd 5") && e.0.contains("not listening"), "{e}");
+        let e = classify(5, owned(s)).unwrap_err().to_string();
+        assert!(e.contains("fd 5") && e.contains("not listening"), "{e}");
     }
 
     #[test]
     fn a_unix_socket_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let l = UnixListener::bind(dir.path().join("s")).unwrap();
-        let e = classify(3, owned(l)).unwrap_err();
-        assert!(e.0.contains("fd 3") && e.0.contains("AF_UNIX"), "{e}");
+        let e = classify(3, owned(l)).unwrap_err().to_string();
+        assert!(e.contains("fd 3") && e.contains("AF_UNIX"), "{e}");
         let (a, _b) = UnixDatagram::pair().unwrap();
-        assert!(classify(3, owned(a)).unwrap_err().0.contains("AF_UNIX"));
+        let e = classify(3, owned(a)).unwrap_err();
+        assert!(
+            matches!(&e, ActivationError::Unusable { fd: 3, why } if why.contains("AF_UNIX")),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_file_is_refused() {
         let f = tempfile::tempfile().unwrap();
         let e = classify(6, owned(f)).unwrap_err();
-        assert!(
-            e.0.contains("fd 6 (socket activation) is not a socket"),
-            "{e}"
+        assert_eq!(
+            e.to_string(),
+            "inherited socket fd 6 (socket activation) is not a socket; \
+             only UDP sockets and listening TCP sockets on IPv4 or IPv6 can be used"
         );
     }
 }

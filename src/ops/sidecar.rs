@@ -27,6 +27,7 @@ use crate::cli::Config;
 use crate::shell::stats_requests::{STATS_QUEUE, StatsHandle, StatsRequest};
 
 /// The running sidecar thread; stopped when dropped.
+#[derive(Debug)]
 pub struct Sidecar {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,

@@ -51,12 +51,13 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST: usize = 256;
 
 /// Remotes asked of the loop per page (at most
-/// [`crate::stats::MAX_REMOTES_PAGE`]).
+/// [`crate::shell::stats_requests::MAX_REMOTES_PAGE`]).
 const PAGE: usize = 1024;
 
 /// A bound stats socket; removes its file when dropped.  It is bound
 /// before the loop starts (a failure is an error at start-up) and served
 /// by whichever runtime [`spawn`] is called in.
+#[derive(Debug)]
 pub struct StatsSocket {
     listener: std::os::unix::net::UnixListener,
     path: PathBuf,

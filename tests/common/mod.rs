@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod stats;
+
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

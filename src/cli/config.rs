@@ -1,0 +1,110 @@
+//! What the balancer runs with: [`Config`], its defaults (the original's,
+//! where it had the setting), and the two answer policies.  The command
+//! line fills it in ([`super::parse`]); tests build one with
+//! [`Config::new`] and change the fields they care about.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use crate::timeouts::Timers;
+
+/// Everything the balancer needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to listen on (`-b`, repeatable), UDP and TCP on each.
+    pub listen_addrs: Vec<IpAddr>,
+    /// 0 picks a free port (UDP first; TCP then binds the same number).
+    pub port: u16,
+    pub socket_dir: PathBuf,
+    pub log_level: slog::Level,
+    pub timers: Timers,
+    /// Bytes of frames that may wait for one backend's socket before new UDP
+    /// queries to it are dropped as "stuck" rather than queued.
+    pub backend_queue_bytes: usize,
+    /// TCP sessions open at once; more are refused and counted.
+    pub max_tcp_sessions: usize,
+    /// What a client gets when its query times out.
+    pub on_timeout: OnTimeout,
+    /// What a client gets when no backend can take its query.
+    pub no_backend: NoBackend,
+    /// Synthesized answers per remote per second, at most.
+    pub synth_rate: u32,
+    /// Bounds of the in-flight table.
+    pub max_inflight: usize,
+    pub max_inflight_per_backend: u32,
+    /// `-S PATH`: the stats socket ([`crate::ops::stats_socket`]), if any.
+    pub stats_socket: Option<PathBuf>,
+    /// `--stats-mode`: the stats socket's permission bits.
+    pub stats_mode: u32,
+    /// `--metrics ADDR:PORT`: where Prometheus metrics are served, if at all.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `--udp-recv-buffer`: bytes asked for each UDP socket's receive
+    /// buffer; 0 keeps the system's default.
+    pub udp_recv_buffer: usize,
+}
+
+/// `--on-timeout`: what a client gets when its query times out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    ServFail,
+    Drop,
+}
+
+/// `--no-backend`: what a client gets when no backend can take its query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoBackend {
+    ServFail,
+    Refused,
+    /// Silence, as the original.
+    Drop,
+}
+
+/// The default bound on one backend's write queue: room for a few hundred
+/// full-size datagrams beyond what the socket buffer holds, so a burst is
+/// absorbed but a wedged backend costs little memory.
+pub const DEFAULT_BACKEND_QUEUE_BYTES: usize = 256 * 1024;
+
+/// The default bound on queries in flight: at 2 s per query, room for
+/// 30k queries/s of backends that answer nothing, before new ones drop.
+pub const DEFAULT_MAX_INFLIGHT: usize = 65536;
+
+/// The default bound on queries in flight to one backend.
+pub const DEFAULT_MAX_INFLIGHT_PER_BACKEND: u32 = 16384;
+
+/// The default number of synthesized answers per remote per second.
+pub const DEFAULT_SYNTH_RATE: u32 = 10;
+
+/// The default bound on concurrent TCP sessions.  Each costs two file
+/// descriptors; this keeps well inside a default limit of 4096.
+pub const DEFAULT_MAX_TCP_SESSIONS: usize = 1000;
+
+/// The stats socket is for the owner alone unless `--stats-mode` widens it.
+pub const DEFAULT_STATS_MODE: u32 = 0o600;
+
+/// Room for a burst of a few thousand queries; the kernel caps it at
+/// `net.core.rmem_max` unless the process has CAP_NET_ADMIN.
+pub const DEFAULT_UDP_RECV_BUFFER: usize = 4 * 1024 * 1024;
+
+impl Config {
+    /// A configuration with the original's defaults for `socket_dir`.
+    pub fn new(socket_dir: PathBuf) -> Self {
+        Config {
+            listen_addrs: vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+            port: 53,
+            socket_dir,
+            log_level: slog::Level::Info,
+            timers: Timers::default(),
+            backend_queue_bytes: DEFAULT_BACKEND_QUEUE_BYTES,
+            max_tcp_sessions: DEFAULT_MAX_TCP_SESSIONS,
+            on_timeout: OnTimeout::ServFail,
+            no_backend: NoBackend::ServFail,
+            synth_rate: DEFAULT_SYNTH_RATE,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
+            max_inflight_per_backend: DEFAULT_MAX_INFLIGHT_PER_BACKEND,
+            stats_socket: None,
+            stats_mode: DEFAULT_STATS_MODE,
+            metrics_addr: None,
+            udp_recv_buffer: DEFAULT_UDP_RECV_BUFFER,
+        }
+    }
+}

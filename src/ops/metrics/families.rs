@@ -1,0 +1,231 @@
+//! Every metric family the balancer exposes, declared once: name, kind,
+//! unit, labels and help text, as the `pub static`s below and [`ALL`].
+//! The encoder ([`super::exposition`]) writes families by these
+//! declarations, docs/metrics.md is checked against them (the tests
+//! below), and no metric name is written anywhere else.
+
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
+
+/// One metric family: everything about it but its values.
+#[derive(Debug)]
+pub struct Metric {
+    /// The family name, without the suffixes the encoder adds: the unit
+    /// (`_seconds`, from [`Metric::unit`]), `_total` on counter samples and
+    /// `_info` on info samples.
+    pub name: &'static str,
+    pub kind: MetricType,
+    pub unit: Option<Unit>,
+    /// Label names, in the order written.
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+impl Metric {
+    /// The name of the family as exposed (with its unit).
+    pub fn family_name(&self) -> String {
+        match &self.unit {
+            Some(u) => format!("{}_{}", self.name, u.as_str()),
+            None => self.name.to_string(),
+        }
+    }
+
+    /// The name its samples carry (histograms add `_bucket`, `_sum` and
+    /// `_count` to it).
+    pub fn sample_name(&self) -> String {
+        let family = self.family_name();
+        match self.kind {
+            MetricType::Counter => format!("{family}_total"),
+            MetricType::Info => format!("{family}_info"),
+            _ => family,
+        }
+    }
+}
+
+pub(super) const COUNTER: MetricType = MetricType::Counter;
+pub(super) const GAUGE: MetricType = MetricType::Gauge;
+pub(super) const INFO: MetricType = MetricType::Info;
+pub(super) const HISTOGRAM: MetricType = MetricType::Histogram;
+
+/// Declares each metric as a `pub static` [`Metric`] (`IDENT: KIND "name"
+/// UNIT, [labels] "help";`), and [`ALL`] listing them.
+macro_rules! metrics {
+    ($($id:ident: $kind:ident $name:literal $unit:expr, [$($label:literal),*] $help:literal;)*) => {
+        $(
+            pub static $id: Metric = Metric {
+                name: $name,
+                kind: $kind,
+                unit: $unit,
+                labels: &[$($label),*],
+                help: $help,
+            };
+        )*
+
+        /// Every metric, in the order written.
+        pub static ALL: &[&Metric] = &[$(&$id),*];
+    };
+}
+
+metrics! {
+    BUILD: INFO "mname_balancer_build" None, ["version"]
+        "The balancer's version.";
+    START_TIME: GAUGE "mname_balancer_start_time" Some(Unit::Seconds), []
+        "When the balancer started, in seconds since the Unix epoch.";
+    DRAINING: GAUGE "mname_balancer_draining" None, []
+        "1 once a SIGTERM came and the balancer is finishing its work, else 0.";
+    REMOTES_TRACKED: GAUGE "mname_balancer_remotes_tracked" None, []
+        "Client hosts (remotes) known now.";
+    INFLIGHT: GAUGE "mname_balancer_inflight_queries" None, []
+        "UDP queries forwarded and not yet answered or timed out.";
+    TCP_SESSIONS_OPEN: GAUGE "mname_balancer_tcp_sessions_open" None, []
+        "Client TCP connections being relayed now.";
+    UDP_RECEIVED: COUNTER "mname_balancer_udp_received" None, []
+        "Client datagrams read.";
+    UDP_FORWARDED: COUNTER "mname_balancer_udp_forwarded" None, []
+        "Client queries sent to a backend (a replay is not counted again).";
+    UDP_DROPPED: COUNTER "mname_balancer_udp_dropped" None, ["reason"]
+        "Client datagrams not forwarded, by reason.";
+    UDP_TIMEOUTS: COUNTER "mname_balancer_udp_timeouts" None, []
+        "Queries left unanswered by --query-timeout.";
+    UDP_REPLIES: COUNTER "mname_balancer_udp_replies" None, []
+        "Backend answers sent to clients (synthesized ones are counted apart).";
+    UDP_REPLIES_FAILED: COUNTER "mname_balancer_udp_replies_failed" None, []
+        "Datagrams to clients that the kernel would not send.";
+    ANSWERS_DROPPED: COUNTER "mname_balancer_answers_dropped" None, ["reason"]
+        "Backend answers not sent to any client, by reason.";
+    SYNTHESIZED: COUNTER "mname_balancer_synthesized_answers" None, ["reason"]
+        "Error answers the balancer made itself and sent, by reason.";
+    SYNTHESIZED_RATE_LIMITED: COUNTER "mname_balancer_synthesized_rate_limited" None, []
+        "No-backend answers withheld by --synth-rate.";
+    REPLAYED: COUNTER "mname_balancer_replayed" None, []
+        "Queries sent once more, to another backend, after theirs failed.";
+    TCP_ACCEPTED: COUNTER "mname_balancer_tcp_accepted" None, []
+        "Client TCP connections accepted.";
+    TCP_DROPPED: COUNTER "mname_balancer_tcp_dropped" None, ["reason"]
+        "Client TCP connections closed at once, by reason.";
+    BACKEND_STATE: INFO "mname_balancer_backend_state" None, ["backend", "state", "path", "ipv6"]
+        "Each backend's connection state, socket and whether it speaks the IPv6 extension.";
+    BACKEND_UP: GAUGE "mname_balancer_backend_up" None, ["backend"]
+        "1 while the backend is given traffic (hello done, heartbeats answered), else 0.";
+    BACKEND_REMOTES: GAUGE "mname_balancer_backend_remotes" None, ["backend"]
+        "Remotes whose primary backend it is.";
+    BACKEND_INFLIGHT: GAUGE "mname_balancer_backend_inflight_queries" None, ["backend"]
+        "UDP queries in flight to the backend now.";
+    BACKEND_REQUESTS: COUNTER "mname_balancer_backend_requests" None, ["backend", "proto"]
+        "Work given to the backend: UDP queries forwarded (replays included), TCP sessions relayed.";
+    BACKEND_ANSWERS: COUNTER "mname_balancer_backend_answers" None, ["backend", "proto"]
+        "The backend's UDP answers sent to clients.";
+    BACKEND_STUCK: COUNTER "mname_balancer_backend_stuck" None, ["backend"]
+        "UDP queries dropped because the backend was not reading.";
+    BACKEND_TIMEOUTS: COUNTER "mname_balancer_backend_timeouts" None, ["backend"]
+        "The backend's queries that met --query-timeout.";
+    BACKEND_CONNECTS: COUNTER "mname_balancer_backend_connects" None, ["backend"]
+        "Connections to the backend attempted (control and TCP sessions).";
+    BACKEND_CONNECT_ERRORS: COUNTER "mname_balancer_backend_connect_errors" None, ["backend"]
+        "Connections to the backend that failed or ended in error.";
+    BACKEND_FAULTS: COUNTER "mname_balancer_backend_faults" None, ["backend"]
+        "Times the backend was faulted (reset and reconnected).";
+    BACKEND_PASSIVE_FAULTS: COUNTER "mname_balancer_backend_passive_faults" None, ["backend"]
+        "Faults found by the passive check (queries owed, none answered).";
+    BACKEND_REPLAYED_AWAY: COUNTER "mname_balancer_backend_replayed_away" None, ["backend"]
+        "Queries in flight to the backend replayed elsewhere when it failed.";
+    BACKEND_LAST_HEARTBEAT_RTT: GAUGE "mname_balancer_backend_last_heartbeat_rtt" Some(Unit::Seconds), ["backend"]
+        "Round trip of the backend's last heartbeat answered (absent until one is).";
+    BACKEND_HEARTBEAT_RTT: HISTOGRAM "mname_balancer_backend_heartbeat_rtt" Some(Unit::Seconds), ["backend"]
+        "Round trips of the backend's heartbeats.";
+    BACKEND_FORWARD_LATENCY: HISTOGRAM "mname_balancer_backend_forward_latency" Some(Unit::Seconds), ["backend"]
+        "Time from a client's query read to the backend's answer sent, through the backend.";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::Latency;
+    use crate::ops::metrics::exposition::seconds;
+
+    #[test]
+    fn names_are_unique_prefixed_and_conventional() {
+        let mut seen = std::collections::HashSet::new();
+        for m in ALL {
+            assert!(m.name.starts_with("mname_balancer_"), "{}", m.name);
+            assert!(seen.insert(m.name), "{} twice", m.name);
+            assert!(
+                !m.name.ends_with("_total"),
+                "{}: the encoder adds _total",
+                m.name
+            );
+            if m.kind == HISTOGRAM {
+                assert!(m.family_name().ends_with("_seconds"), "{}", m.name);
+            }
+            assert!(m.help.ends_with('.'), "{}", m.name);
+        }
+    }
+
+    /// Every counter of the core is a sample of a declared family: a
+    /// family with a `reason` label when the counter names a reason, one
+    /// without otherwise; and a scrape shows each reason row.
+    #[test]
+    fn every_counter_is_exposed_once() {
+        use crate::core::Counters;
+        for info in Counters::INFO {
+            let family = ALL.iter().find(|m| m.name == info.metric);
+            let family =
+                family.unwrap_or_else(|| panic!("{}: no family {}", info.name, info.metric));
+            assert_eq!(
+                family.labels.contains(&"reason"),
+                info.reason.is_some(),
+                "{}",
+                info.name
+            );
+        }
+        let mut pairs = std::collections::HashSet::new();
+        for info in Counters::INFO {
+            assert!(
+                pairs.insert((info.metric, info.reason)),
+                "{} twice",
+                info.name
+            );
+        }
+    }
+
+    /// docs/metrics.md names every metric, and nothing else.
+    #[test]
+    fn docs_list_every_metric() {
+        let doc = include_str!("../../../docs/metrics.md");
+        for m in ALL {
+            let start = format!("| `{}` |", m.sample_name());
+            let row = doc.lines().find(|l| l.starts_with(&start));
+            let row = row.unwrap_or_else(|| panic!("docs/metrics.md has no row {start}"));
+            let labels: Vec<String> = m.labels.iter().map(|l| format!("`{l}`")).collect();
+            let labels = match labels.join(", ") {
+                l if l.is_empty() => " ".to_string(),
+                l => format!(" {l} "),
+            };
+            let cells = format!("{start} {} |{labels}|", m.kind.as_str());
+            assert!(
+                row.starts_with(&cells),
+                "docs/metrics.md: {row:?} is not {cells:?}"
+            );
+        }
+        for bound in (0..crate::backends::LATENCY_BUCKETS).filter_map(Latency::bucket_bound_us) {
+            let le = format!("`{}`", seconds(bound));
+            assert!(
+                doc.contains(&le),
+                "docs/metrics.md lacks the bucket bound {le}"
+            );
+        }
+        let exposed: std::collections::HashSet<String> =
+            ALL.iter().map(|m| m.sample_name()).collect();
+        for line in doc.lines().filter(|l| l.starts_with("| `mname_balancer_")) {
+            let name = line
+                .trim_start_matches("| `")
+                .split('`')
+                .next()
+                .unwrap_or_default();
+            assert!(
+                exposed.contains(name),
+                "docs/metrics.md lists {name}, not exposed"
+            );
+        }
+    }
+}
