@@ -1,7 +1,7 @@
 //! COUNTERS
 //!
 //! The balancer's own counters, declared once.  Each line of the
-//! [`declare_counters!`] table below names a counter, says what it counts,
+//! `declare_counters!` table below names a counter, says what it counts,
 //! and says where it appears in the Prometheus metrics (a family, and the
 //! `reason` label within it where the family has one).  From that one
 //! table come the struct the core increments, its JSON in the stats socket

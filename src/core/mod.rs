@@ -62,6 +62,7 @@ pub use counters::Counters;
 pub use datagrams::Datagram;
 pub use ratelimit::RateLimit;
 pub use tcp::{SessionEnd, SessionPlan, TcpVerdict};
+pub use timers::ACCEPT_BACKOFF;
 use timers::TimerKey;
 
 /// A backend's queue could not take a frame: the backend is not keeping up.

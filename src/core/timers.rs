@@ -89,7 +89,7 @@ impl Core {
     }
 
     /// An accept failed (the cause is the shell's to log): stop accepting
-    /// for [`ACCEPT_BACKOFF`].
+    /// for [`crate::core::ACCEPT_BACKOFF`].
     pub fn on_accept_error(&mut self, now: Instant) {
         self.accepting = false;
         self.timeouts

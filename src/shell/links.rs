@@ -172,7 +172,7 @@ impl Links {
 
     /// Register interest in every link's readiness; Ready if any link has
     /// work to do now.  Readiness found is remembered for
-    /// [`Links::service`].
+    /// [`Links::read`] and [`Links::flush`].
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut any = false;
         for link in self.links.values_mut() {

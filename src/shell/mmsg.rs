@@ -6,7 +6,7 @@
 //! Neither std, tokio nor socket2 wraps them, so this module does, on the
 //! raw descriptor of a tokio socket, inside `try_io` so that tokio's
 //! readiness tracking stays right.  (The crate's other unsafe call is
-//! `malloc_trim`, in [`crate::sys`].)
+//! `malloc_trim`, in [`super::sys`].)
 //!
 //! On a socket bound to a wildcard address (`0.0.0.0`, `::`, the default
 //! `-b`) they also carry the address each query was sent to (IP_PKTINFO,
