@@ -51,6 +51,10 @@ PORTS = {
     "dnsdist": DNSDIST_PORT,
     "nginx": NGINX_PORT,
 }
+# --baseline BIN: a second balancer binary (an earlier build), measured
+# side by side with the current one in the same rounds.
+BASELINE_PORT = 15401
+BASELINE_BIN = None
 READY_TIMEOUT = 20.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -465,13 +469,15 @@ class Bench:
     # ---- start everything ----
 
     def start_all(self):
-        for port in BACKEND_PORTS + [BALANCER_PORT, DNSDIST_PORT, NGINX_PORT]:
+        for port in BACKEND_PORTS + [BALANCER_PORT, BASELINE_PORT, DNSDIST_PORT, NGINX_PORT]:
             if not port_free(port):
                 raise BenchError(f"port {HOST}:{port} (UDP or TCP) is already in use")
         names = ["www.example.com A"] + [f"a{i}.example.com A" for i in range(1, 51)] + ["whoami.example.com TXT"]
         self.qfile.write_text("\n".join(names) + "\n")
         self.start_backends()
-        self.start_balancer()
+        self.start_balancer("mname-balancer", BALANCER_BIN, BALANCER_PORT)
+        if BASELINE_BIN is not None:
+            self.start_balancer("baseline", BASELINE_BIN, BASELINE_PORT)
         self.start_dnsdist()
         self.start_nginx()
         self.targets["direct"] = self.backends[0]
@@ -513,23 +519,25 @@ class Bench:
                 time.sleep(0.02)
             wait_answers(self.procs, p, f"backend b{i + 1}", BACKEND_PORTS[i])
 
-    def start_balancer(self):
+    def start_balancer(self, name, binary, port):
         sockdir = self.tmp / "sockets"
-        p = self.procs.start("mname-balancer", [
-            BALANCER_BIN, "-b", HOST, "-p", BALANCER_PORT, "-s", sockdir, "-l", "warn",
-        ], self.tmp / "balancer.log")
-        self.targets["mname-balancer"] = p
+        log_path = self.tmp / f"{name}.log"
+        p = self.procs.start(name, [
+            binary, "-b", HOST, "-p", port, "-s", sockdir, "-l", "warn",
+        ], log_path)
+        self.targets[name] = p
         # Before any query (a query pins its client to a backend, round-robin
         # over the backends connected then), wait until the balancer holds a
         # connection to each backend socket.
         deadline = time.monotonic() + READY_TIMEOUT
         paths = [str(sockdir / str(5300 + i)) for i in range(len(BACKEND_PORTS))]
-        while not all(unix_connections(path) > 0 for path in paths):
+        want = 2 if name == "baseline" else 1
+        while not all(unix_connections(path) >= want for path in paths):
             self.procs.check_alive(p)
             if time.monotonic() > deadline:
-                raise BenchError(f"mname-balancer did not connect to all backends:\n{tail(self.tmp / 'balancer.log')}")
+                raise BenchError(f"{name} did not connect to all backends:\n{tail(log_path)}")
             time.sleep(0.02)
-        wait_answers(self.procs, p, "mname-balancer", BALANCER_PORT)
+        wait_answers(self.procs, p, name, port)
 
     def start_dnsdist(self):
         conf = self.tmp / "dnsdist.conf"
@@ -698,7 +706,7 @@ class Bench:
 
     def collect_logs(self):
         logs = {}
-        for name, path in [("mname-balancer", "balancer.log"), ("dnsdist", "dnsdist.log"),
+        for name, path in [("mname-balancer", "mname-balancer.log"), ("dnsdist", "dnsdist.log"),
                            ("nginx", "nginx.log"), ("nginx error.log", "nginx/error.log"),
                            ("backend b1", "backend1.log"), ("backend b2", "backend2.log"),
                            ("backend b3", "backend3.log")]:
@@ -980,6 +988,8 @@ def main():
     ap.add_argument("--dnsdist-policy", choices=["auto", "lua", "roundrobin"], default="auto",
                     help="auto: the sticky Lua policy if dnsdist accepts it, else roundrobin")
     ap.add_argument("--no-build", action="store_true", help="do not run cargo build --release --workspace --bins first")
+    ap.add_argument("--baseline", type=Path,
+                    help="also measure this mname-balancer binary (an earlier build) as target 'baseline'")
     ap.add_argument("--out", type=Path,
                     help="results directory (default bench/results; smoke: bench/results/smoke)")
     args = ap.parse_args()
@@ -994,6 +1004,11 @@ def main():
     if args.rounds < 1 or args.seconds < 1 or args.half_load_seconds < 1:
         ap.error("--rounds, --seconds and --half-load-seconds must be at least 1")
     protos = ["udp"] if (args.smoke or args.udp_only) else ["udp", "tcp"]
+    if args.baseline is not None:
+        global BASELINE_BIN
+        BASELINE_BIN = args.baseline.resolve()
+        TARGETS.insert(2, "baseline")
+        PORTS["baseline"] = BASELINE_PORT
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")

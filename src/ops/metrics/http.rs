@@ -5,6 +5,7 @@
 //! by [`HEADER_READ_TIMEOUT`] and [`CONNECTION_TIMEOUT`], one request
 //! each; a failed accept backs off and is logged at most every few seconds.
 
+use crate::core::ACCEPT_BACKOFF;
 use std::convert::Infallible;
 use std::fmt;
 use std::io;
@@ -46,9 +47,9 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request head read (hyper's minimum buffer).
 const MAX_REQUEST_BUF: usize = 8192;
 
-/// After a failed accept (out of file descriptors, say), wait this long
-/// before the next, and log at most this often.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// A failed accept (out of file descriptors, say) is logged at most this
+/// often; the wait before the next is the event loop's
+/// ([`ACCEPT_BACKOFF`]).
 const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A bound metrics listener, not yet tied to a runtime: it is bound on the
