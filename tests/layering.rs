@@ -126,3 +126,33 @@ fn imports_run_one_way() {
         found.join("\n")
     );
 }
+
+/// No source file grows past what one reads in a sitting.
+#[test]
+fn no_source_file_is_over_600_lines() {
+    const LIMIT: usize = 600;
+    let root = Path::new(ROOT);
+    let mut files = Vec::new();
+    for dir in [
+        "src",
+        "tests",
+        "benches",
+        "crates/protocol",
+        "crates/backend",
+    ] {
+        files.extend(rust_files(&root.join(dir)));
+    }
+    assert!(
+        files.len() > 50,
+        "found the sources ({} files)",
+        files.len()
+    );
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let n = std::fs::read_to_string(f).ok()?.lines().count();
+            (n > LIMIT).then(|| format!("{}: {n} lines", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "over {LIMIT} lines:\n{}", long.join("\n"));
+}

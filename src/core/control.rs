@@ -1,4 +1,4 @@
-//! BACKEND CONTROL SESSIONS
+//! BACKEND LINKS
 //!
 //! The persistent connection to each backend, as decisions:
 //!
@@ -13,7 +13,7 @@
 //!   heartbeat timeout, or the backend is faulted;
 //! - a frame out of turn (before hello, a second hello, an unasked
 //!   heartbeat reply, an unknown type) faults the backend;
-//! - a fault closes the session, schedules a reconnect on the back-off
+//! - a fault closes the link, schedules a reconnect on the back-off
 //!   schedule ([`crate::timeouts::Backoff`]) and replays the queries the
 //!   backend held to their remotes' new backends, once each;
 //! - a socket missing twice in a row marks the backend removed until a
@@ -21,7 +21,7 @@
 //!   socket, and one unlucky connect in between must not re-home its
 //!   clients).
 //!
-//! Each session has a generation; news from an abandoned one is ignored.
+//! Each link has a generation; news from an abandoned one is ignored.
 
 use std::io;
 use std::net::SocketAddr;
@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use slog::{debug, error, info, trace, warn};
 use tokio::time::Instant;
 
-use super::datagrams::log_reassignment;
-use super::{ControlSession, Core, Io, RateLimit, TimerKey};
+use super::assign::log_reassignment;
+use super::{Core, Io, Link, RateLimit, TimerKey};
 use crate::backends::{BackendId, Caps, Heartbeat, LinkState, Need, Ready};
 use mname_balancer_protocol::{Frame, FrameBuffer, FrameError, frame_type};
 
@@ -136,9 +136,9 @@ impl Core {
         be.state = LinkState::Connecting;
         let generation = be.generation;
         io.connect(id, generation, &be.path);
-        self.sessions.insert(
+        self.links.insert(
             id,
-            ControlSession {
+            Link {
                 generation,
                 frames: FrameBuffer::new(),
                 stuck_log: RateLimit::default(),
@@ -148,7 +148,7 @@ impl Core {
             .set(TimerKey::Hello(id), now + self.cfg.timers.connect_timeout);
     }
 
-    /// True if `generation` is backend `id`'s current session.
+    /// True if `generation` is backend `id`'s current link.
     fn is_current(&self, id: BackendId, generation: u64) -> bool {
         self.link_generation(id) == Some(generation)
     }
@@ -185,7 +185,7 @@ impl Core {
             return;
         }
         let log = self.backend_log(id);
-        self.close_session(id, io);
+        self.close_link(id, io);
         let Some(be) = self.backends.get_mut(id) else {
             return;
         };
@@ -236,7 +236,7 @@ impl Core {
 
     // ---- faults -----------------------------------------------------------
 
-    /// Take a backend out of service: close its control session, schedule
+    /// Take a backend out of service: close its link, schedule
     /// a reconnect and replay what it held.  The cause has been logged.
     pub(super) fn fault(&mut self, id: BackendId, now: Instant, io: &mut impl Io) {
         let log = self.backend_log(id);
@@ -247,7 +247,7 @@ impl Core {
             error!(log, "backend faulted (reset and reconnect)");
         }
         be.stats.faults += 1;
-        self.close_session(id, io);
+        self.close_link(id, io);
         info!(log, "backend socket closed");
         self.schedule_reconnect(id, now, io);
         self.replay_inflight(id, now, io);
@@ -271,7 +271,7 @@ impl Core {
             let Some(to) = choice.backend else {
                 continue;
             };
-            if to == from || !self.sessions.contains_key(&to) {
+            if to == from || !self.links.contains_key(&to) {
                 continue;
             }
             let Some(frame) = self.inflight.reassign(&key, to) else {
@@ -298,8 +298,8 @@ impl Core {
         }
     }
 
-    fn close_session(&mut self, id: BackendId, io: &mut impl Io) {
-        if self.sessions.remove(&id).is_some() {
+    fn close_link(&mut self, id: BackendId, io: &mut impl Io) {
+        if self.links.remove(&id).is_some() {
             io.close(id);
         }
         if let Some(be) = self.backends.get_mut(id) {
@@ -329,13 +329,13 @@ impl Core {
         bytes: &[u8],
         io: &mut impl Io,
     ) {
-        let Some(session) = self.sessions.get_mut(&id) else {
+        let Some(link) = self.links.get_mut(&id) else {
             return;
         };
-        if session.generation != generation {
+        if link.generation != generation {
             return;
         }
-        let mut frames = std::mem::take(&mut session.frames);
+        let mut frames = std::mem::take(&mut link.frames);
         frames.extend(bytes);
         loop {
             let frame = match frames.next_frame() {
@@ -352,10 +352,10 @@ impl Core {
                 return;
             }
         }
-        if let Some(session) = self.sessions.get_mut(&id)
-            && session.generation == generation
+        if let Some(link) = self.links.get_mut(&id)
+            && link.generation == generation
         {
-            session.frames = frames;
+            link.frames = frames;
         }
     }
 
@@ -372,7 +372,7 @@ impl Core {
         }
     }
 
-    /// Act on one frame from a control session.  Returns false when the
+    /// Act on one frame from a backend's link.  Returns false when the
     /// frame breaks the protocol (the cause is logged): fault the backend.
     fn on_frame(
         &mut self,
@@ -381,6 +381,18 @@ impl Core {
         now: Instant,
         io: &mut impl Io,
     ) -> bool {
+        // Answers are nearly every frame: handled first, with nothing
+        // built for them (no child logger) on the way.
+        if let Frame::OutboundUdp {
+            addr,
+            port,
+            payload,
+        } = frame
+            && self.backends.get(id).is_some_and(|be| be.is_ok())
+        {
+            self.on_answer(id, SocketAddr::new(addr, port), payload, now, io);
+            return true;
+        }
         let owed = self.inflight.count_for(id) > 0;
         let heartbeat_interval = self.cfg.timers.heartbeat_interval;
         let log = self.backend_log(id);
@@ -440,16 +452,6 @@ impl Core {
                 self.timeouts
                     .set(TimerKey::HeartbeatSend(id), now + heartbeat_interval);
             }
-            (
-                Frame::OutboundUdp {
-                    addr,
-                    port,
-                    payload,
-                },
-                Some(_),
-            ) => {
-                self.on_answer(id, SocketAddr::new(addr, port), payload, now, io);
-            }
             (other, Some(_)) => {
                 error!(log, "invalid frame type"; "frame_type" => other.frame_type());
                 return false;
@@ -460,60 +462,75 @@ impl Core {
 
     // ---- heartbeats and probes ------------------------------------------
 
+    /// The heartbeat interval passed: send the next heartbeat.
     pub(super) fn send_heartbeat(&mut self, id: BackendId, now: Instant, io: &mut impl Io) {
-        let Some(be) = self.backends.get_mut(id) else {
-            return;
-        };
-        let LinkState::Ready(mut r) = be.state else {
-            return;
-        };
-        io.send_control(id, &frame_type::CLIENT_HEARTBEAT.to_le_bytes());
-        r.heartbeat = Heartbeat::Sent {
-            at: now,
-            probe: false,
-        };
-        be.state = LinkState::Ready(r);
-        trace!(self.backend_log(id), "heartbeat sent");
-        self.timeouts.set(
-            TimerKey::HeartbeatTimeout(id),
-            now + self.cfg.timers.heartbeat_timeout,
-        );
+        let timeout = self.cfg.timers.heartbeat_timeout;
+        if self.heartbeat_out(id, now, false, io) {
+            trace!(self.backend_log(id), "heartbeat sent");
+            self.timeouts
+                .set(TimerKey::HeartbeatTimeout(id), now + timeout);
+        }
     }
 
     /// A backend owes queries and answers none: it must answer a heartbeat
-    /// within the probe timeout or be faulted.
+    /// within the probe timeout or be faulted.  A heartbeat already out
+    /// keeps its send time and now has only the probe timeout.
     pub(super) fn probe(&mut self, id: BackendId, now: Instant, io: &mut impl Io) {
-        let owed = self.inflight.count_for(id);
-        let log = self.backend_log(id);
-        let probe_timeout = self.cfg.timers.probe_timeout;
-        let Some(be) = self.backends.get_mut(id) else {
+        let Some(be) = self.backends.get(id) else {
             return;
         };
-        let LinkState::Ready(mut r) = be.state else {
+        let LinkState::Ready(r) = be.state else {
             return;
         };
-        warn!(log, "backend answers no queries (probing)"; "inflight" => owed,
+        warn!(self.backend_log(id), "backend answers no queries (probing)";
+            "inflight" => self.inflight.count_for(id),
             "unanswered_ms" => be.unanswered_since
                 .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64));
-        let deadline = match r.heartbeat {
-            // A heartbeat is already out: it now has only the probe timeout.
+        let sent = match r.heartbeat {
             Heartbeat::Sent { at, .. } => {
-                r.heartbeat = Heartbeat::Sent { at, probe: true };
-                at + probe_timeout
+                self.mark_probe(id, at);
+                at
             }
             Heartbeat::Idle => {
-                io.send_control(id, &frame_type::CLIENT_HEARTBEAT.to_le_bytes());
-                r.heartbeat = Heartbeat::Sent {
-                    at: now,
-                    probe: true,
-                };
                 self.timeouts.clear(TimerKey::HeartbeatSend(id));
-                now + probe_timeout
+                self.heartbeat_out(id, now, true, io);
+                now
             }
         };
+        let deadline = (sent + self.cfg.timers.probe_timeout).max(now);
+        self.timeouts.set(TimerKey::HeartbeatTimeout(id), deadline);
+    }
+
+    /// Queue a CLIENT_HEARTBEAT to a ready backend and note it outstanding
+    /// (`probe`: sent because the backend owes answers).  False if the
+    /// backend is not ready.
+    fn heartbeat_out(
+        &mut self,
+        id: BackendId,
+        now: Instant,
+        probe: bool,
+        io: &mut impl Io,
+    ) -> bool {
+        let Some(be) = self.backends.get_mut(id) else {
+            return false;
+        };
+        let LinkState::Ready(mut r) = be.state else {
+            return false;
+        };
+        io.send_control(id, &frame_type::CLIENT_HEARTBEAT.to_le_bytes());
+        r.heartbeat = Heartbeat::Sent { at: now, probe };
         be.state = LinkState::Ready(r);
-        self.timeouts
-            .set(TimerKey::HeartbeatTimeout(id), deadline.max(now));
+        true
+    }
+
+    /// The heartbeat out since `at` becomes a probe.
+    fn mark_probe(&mut self, id: BackendId, at: Instant) {
+        if let Some(be) = self.backends.get_mut(id)
+            && let LinkState::Ready(mut r) = be.state
+        {
+            r.heartbeat = Heartbeat::Sent { at, probe: true };
+            be.state = LinkState::Ready(r);
+        }
     }
 
     /// The heartbeat deadline passed unanswered.

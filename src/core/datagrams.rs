@@ -21,15 +21,14 @@
 use std::net::{IpAddr, SocketAddr};
 
 use hickory_proto::op::ResponseCode;
-use slog::{debug, error, info, warn};
+use slog::{debug, warn};
 use tokio::time::Instant;
 
+use super::assign::{AssignLog, assign};
 use super::inflight::{self, QueryKey, Unmatched};
 use super::intake::{self, Refusal};
 use super::{Core, Io, REPEAT_LOG_INTERVAL, synth};
-use crate::backends::Need;
 use crate::cli::NoBackend;
-use crate::remotes::Choice;
 use mname_balancer_protocol::{self as frame, MAX_PAYLOAD, UDP6_HEADER_LEN};
 
 /// One received datagram, in a buffer with room for a frame header in
@@ -38,7 +37,7 @@ use mname_balancer_protocol::{self as frame, MAX_PAYLOAD, UDP6_HEADER_LEN};
 pub struct Datagram<'a> {
     /// The reply path its answer takes (a socket, and on a wildcard socket
     /// the address the query was sent to): an index the shell defines.
-    pub listener: usize,
+    pub reply_path: usize,
     /// Its source, with any v4-mapping undone.
     pub src: SocketAddr,
     /// Its length as received (may exceed what the buffer kept).
@@ -51,10 +50,10 @@ impl<'a> Datagram<'a> {
     /// A datagram of `len` bytes lying in `buf` after
     /// [`UDP6_HEADER_LEN`] bytes of room.  `len` may exceed what `buf`
     /// holds (the datagram was cut to the buffer); it is then oversized.
-    pub fn new(listener: usize, src: SocketAddr, len: usize, buf: &'a mut [u8]) -> Self {
+    pub fn new(reply_path: usize, src: SocketAddr, len: usize, buf: &'a mut [u8]) -> Self {
         let src = SocketAddr::new(src.ip().to_canonical(), src.port());
         Datagram {
-            listener,
+            reply_path,
             src,
             len,
             buf,
@@ -87,13 +86,6 @@ impl<'a> Datagram<'a> {
         let start = UDP6_HEADER_LEN - n;
         self.buf[start..UDP6_HEADER_LEN].copy_from_slice(&h[..n]);
         Some((&self.buf[start..UDP6_HEADER_LEN + self.len], n))
-    }
-}
-
-/// Log a change of a remote's backend in the original's words.
-pub(super) fn log_reassignment(log: &slog::Logger, ip: &IpAddr, choice: &Choice) {
-    if let Some(change) = choice.change {
-        info!(log, "{}", change.message(); "remote_ip" => %ip, "be_id" => change.backend());
     }
 }
 
@@ -130,22 +122,15 @@ impl Core {
             }
         };
         let second = now.saturating_duration_since(self.started).as_secs() as u32;
-        let (rem, created) = self.remotes.touch(ip, now);
-        if created {
-            info!(self.log, "new remote peer"; "remote_ip" => %ip);
-        }
-        let choice = rem.choose_backend_for(&mut self.backends, Need::of(&ip));
-        log_reassignment(&self.log, &ip, &choice);
-        let Some(be_id) = choice.backend else {
+        let logs = AssignLog {
+            log: &self.log,
+            no_backend: &mut self.repeat_logs.no_backend,
+            no_backend_interval: self.cfg.timers.no_backend_log_interval,
+        };
+        let (rem, backend) = assign(&mut self.remotes, &mut self.backends, logs, ip, now);
+        let Some(be_id) = backend else {
             rem.stats.udp_drop += 1;
             self.counters.dropped_no_backend += 1;
-            if self
-                .repeat_logs
-                .no_backend
-                .allow(now, self.cfg.timers.no_backend_log_interval)
-            {
-                error!(self.log, "no backends available");
-            }
             let rcode = match self.cfg.no_backend {
                 NoBackend::Drop => return,
                 NoBackend::ServFail => ResponseCode::ServFail,
@@ -156,23 +141,22 @@ impl Core {
                 return;
             }
             if let Some(answer) = synth::error_answer(dgram.payload(), rcode)
-                && io.send_synthesized(dgram.listener, dgram.src, &answer)
+                && io.send_synthesized(dgram.reply_path, dgram.src, &answer)
             {
                 self.counters.no_backend_answers += 1;
             }
             return;
         };
-        // A chosen backend always has a session and can always take the
+        // A chosen backend always has a link and can always take the
         // client's frame; were either untrue, the drop is counted with
         // those that found no backend, so every datagram is counted.
-        let (Some(session), Some(be)) =
-            (self.sessions.get_mut(&be_id), self.backends.get_mut(be_id))
+        let (Some(link), Some(be)) = (self.links.get_mut(&be_id), self.backends.get_mut(be_id))
         else {
             rem.stats.udp_drop += 1;
             self.counters.dropped_no_backend += 1;
             return;
         };
-        let listener = dgram.listener;
+        let reply_path = dgram.reply_path;
         let key = QueryKey {
             client: dgram.src,
             id: dns_id,
@@ -185,7 +169,7 @@ impl Core {
         let timeout = self.cfg.timers.query_timeout;
         let inserted = match self
             .inflight
-            .insert(key, be_id, listener, now, timeout, frame, header_len)
+            .insert(key, be_id, reply_path, now, timeout, frame, header_len)
         {
             Ok(i) => i,
             Err(full) => {
@@ -219,7 +203,7 @@ impl Core {
         rem.stats.udp_drop += 1;
         be.stats.stuck += 1;
         self.counters.dropped_stuck += 1;
-        if session.stuck_log.allow(now, REPEAT_LOG_INTERVAL) {
+        if link.stuck_log.allow(now, REPEAT_LOG_INTERVAL) {
             warn!(self.log, "stuck backend write queue (dropping)";
                 "be_id" => be_id, "be_path" => %be.path.display(),
                 "stuck" => be.stats.stuck, "queued_bytes" => self.cfg.backend_queue_bytes);
@@ -256,7 +240,9 @@ impl Core {
             Ok(a) => a,
             Err(Unmatched::Late) => {
                 self.counters.late_answers += 1;
-                debug!(self.backend_log(id), "dropping late answer";
+                // On the main logger: no child logger is built per late
+                // answer (there can be many under overload).
+                debug!(self.log, "dropping late answer"; "be_id" => id,
                     "dest_ip" => %dest.ip(), "dest_port" => dest.port());
                 return;
             }
@@ -278,7 +264,7 @@ impl Core {
                 .record(now.saturating_duration_since(answered.sent_at));
             be.unanswered_since = owed.then_some(now);
         }
-        io.queue_answer(answered.listener, dest, payload);
+        io.queue_answer(answered.reply_path, dest, payload);
         self.check_drained();
     }
 }

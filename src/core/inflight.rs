@@ -49,8 +49,9 @@ pub struct QueryKey {
 pub struct Entry {
     pub key: QueryKey,
     pub backend: BackendId,
-    /// Which listening socket received it (answers leave from the same one).
-    pub listener: usize,
+    /// The reply path of the query (its socket and local address): the
+    /// answer leaves the way the query came.
+    pub reply_path: usize,
     pub sent_at: Instant,
     pub deadline: Instant,
     /// Already sent once more after its first backend failed.
@@ -100,7 +101,7 @@ pub enum Inserted {
 /// An answer matched to its query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Answered {
-    pub listener: usize,
+    pub reply_path: usize,
     pub sent_at: Instant,
 }
 
@@ -163,7 +164,7 @@ impl InFlight {
         &mut self,
         key: QueryKey,
         backend: BackendId,
-        listener: usize,
+        reply_path: usize,
         now: Instant,
         timeout: Duration,
         frame: &[u8],
@@ -188,7 +189,7 @@ impl InFlight {
         let slot = self.slots.insert(Entry {
             key,
             backend,
-            listener,
+            reply_path,
             sent_at: now,
             deadline,
             replayed: false,
@@ -224,7 +225,7 @@ impl InFlight {
             Some(&slot) if self.slots[slot].backend == backend => {
                 let e = self.take(slot);
                 let answered = Answered {
-                    listener: e.listener,
+                    reply_path: e.reply_path,
                     sent_at: e.sent_at,
                 };
                 self.recycle(e);
@@ -365,7 +366,7 @@ mod tests {
         assert_eq!(
             t.answer(key(1, 7), 5300),
             Ok(Answered {
-                listener: 0,
+                reply_path: 0,
                 sent_at: now
             })
         );

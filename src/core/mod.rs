@@ -32,6 +32,7 @@
 //! unit-tested without a socket.  `tests/layering.rs` keeps it that way:
 //! it fails if a file under `src/core/` names an I/O or clock API.
 
+mod assign;
 mod control;
 pub mod counters;
 mod datagrams;
@@ -79,12 +80,12 @@ pub trait Io {
     /// Queue a small control frame (hello, heartbeat), even past the bound:
     /// a heartbeat that cannot be sent must still be timed.
     fn send_control(&mut self, backend: BackendId, frame: &[u8]);
-    /// Queue a backend's answer to a client, by reply path `listener`.
+    /// Queue a backend's answer to a client, by reply path `reply_path` (an index the shell defines).
     /// Answers are sent in batches; see [`Core::on_replies_sent`].
-    fn queue_answer(&mut self, listener: usize, dest: SocketAddr, payload: &[u8]);
+    fn queue_answer(&mut self, reply_path: usize, dest: SocketAddr, payload: &[u8]);
     /// Send an answer the balancer made itself, now.  False if the socket
     /// would not take it.
-    fn send_synthesized(&mut self, listener: usize, dest: SocketAddr, payload: &[u8]) -> bool;
+    fn send_synthesized(&mut self, reply_path: usize, dest: SocketAddr, payload: &[u8]) -> bool;
     /// Connect to a backend's socket; report with
     /// [`Core::on_link_connected`] or [`Core::on_link_connect_failed`].
     fn connect(&mut self, backend: BackendId, generation: u64, path: &Path);
@@ -125,10 +126,10 @@ const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// memory to the system.
 const RELEASE_MEMORY_AFTER: usize = 10_000;
 
-/// The core's view of a backend's current control session: frames arrive
+/// The core's view of a backend's link (its control connection): frames arrive
 /// in pieces and are reassembled here.
 #[derive(Debug)]
-struct ControlSession {
+struct Link {
     generation: u64,
     frames: FrameBuffer,
     /// Drops for a full queue ("stuck") are logged at most so often.
@@ -152,7 +153,7 @@ pub struct Core {
     backends: Backends,
     remotes: Remotes,
     timeouts: Timeouts<TimerKey>,
-    sessions: HashMap<BackendId, ControlSession, RandomState>,
+    links: HashMap<BackendId, Link, RandomState>,
     inflight: inflight::InFlight,
     counters: Counters,
     tcp_open: usize,
@@ -177,7 +178,7 @@ impl Core {
             backends: Backends::new(),
             remotes: Remotes::new(now),
             timeouts: Timeouts::new(),
-            sessions: HashMap::default(),
+            links: HashMap::default(),
             inflight,
             counters: Counters::default(),
             tcp_open: 0,
@@ -250,10 +251,10 @@ impl Core {
         self.tcp_open
     }
 
-    /// The generation of backend `id`'s current control session, if it
+    /// The generation of backend `id`'s current link, if it
     /// has one (connecting or connected).
     pub fn link_generation(&self, id: BackendId) -> Option<u64> {
-        self.sessions.get(&id).map(|s| s.generation)
+        self.links.get(&id).map(|s| s.generation)
     }
 
     /// Answers gathered from backends were sent: `sent` left, `failed` did

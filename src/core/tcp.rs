@@ -13,12 +13,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use slog::{debug, error, info, warn};
+use slog::{debug, warn};
 use tokio::time::Instant;
 
-use super::datagrams::log_reassignment;
+use super::assign::{AssignLog, assign};
 use super::{Core, Io, REPEAT_LOG_INTERVAL};
-use crate::backends::{BackendId, Need};
+use crate::backends::BackendId;
 
 /// What to do with a connection offered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,22 +61,15 @@ impl Core {
         let ip = peer.ip().to_canonical();
         debug!(self.log, "inbound TCP connection";
             "conn_id" => conn_id, "remote_ip" => ip.to_string(), "remote_port" => peer.port());
-        let (rem, created) = self.remotes.touch(ip, now);
-        if created {
-            info!(self.log, "new remote peer"; "remote_ip" => ip.to_string());
-        }
-        let choice = rem.choose_backend_for(&mut self.backends, Need::of(&ip));
-        log_reassignment(&self.log, &ip, &choice);
-        let Some(be_id) = choice.backend else {
+        let logs = AssignLog {
+            log: &self.log,
+            no_backend: &mut self.repeat_logs.no_backend,
+            no_backend_interval: self.cfg.timers.no_backend_log_interval,
+        };
+        let (rem, backend) = assign(&mut self.remotes, &mut self.backends, logs, ip, now);
+        let Some(be_id) = backend else {
             rem.stats.tcp_drop += 1;
             self.counters.tcp_dropped_no_backend += 1;
-            if self
-                .repeat_logs
-                .no_backend
-                .allow(now, self.cfg.timers.no_backend_log_interval)
-            {
-                error!(self.log, "no backends available");
-            }
             return TcpVerdict::Refuse;
         };
         if self.tcp_open >= self.cfg.max_tcp_sessions {

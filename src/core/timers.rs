@@ -121,7 +121,7 @@ impl Core {
             }
             if self.cfg.on_timeout == OnTimeout::ServFail
                 && let Some(answer) = synth::error_answer(e.message(), ResponseCode::ServFail)
-                && io.send_synthesized(e.listener, e.key.client, &answer)
+                && io.send_synthesized(e.reply_path, e.key.client, &answer)
             {
                 self.counters.timeout_answers += 1;
             }

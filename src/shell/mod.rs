@@ -9,14 +9,16 @@
 //! core's next deadline ([`Core::poll_timeout`]).  Each wake-up does all
 //! the work that is ready, in this order:
 //!
-//! 1. the event that woke it (signal, stats request, session end, accept);
-//! 2. datagrams waiting on the UDP sockets, in bounded batches
+//! 1. the event that woke it (signal, stats request, session end);
+//! 2. bytes waiting on backend sockets ([`links`]), read into one reused
+//!    buffer and given to [`Core::on_link_bytes`]; the answers among them
+//!    leave at once, in one `sendmmsg` per socket;
+//! 3. connections waiting to be accepted;
+//! 4. datagrams waiting on the UDP sockets, in bounded batches
 //!    ([`udp`], `recvmmsg`), each framed in its receive buffer and given to
 //!    [`Core::on_datagram`];
-//! 3. bytes waiting on backend sockets ([`links`]), read into one reused
-//!    buffer and given to [`Core::on_link_bytes`];
-//! 4. timers that are due ([`Core::handle_timeout`]);
-//! 5. then it settles: connects and directory listings the core asked for
+//! 5. timers that are due ([`Core::handle_timeout`]);
+//! 6. then it settles: connects and directory listings the core asked for
 //!    are done and their results handed back, queued frames are written to
 //!    the backends, and gathered answers leave in one `sendmmsg` per socket.
 //!
@@ -93,12 +95,12 @@ impl Io for ShellIo<'_> {
         self.links.send_control(backend, frame);
     }
 
-    fn queue_answer(&mut self, listener: usize, dest: SocketAddr, payload: &[u8]) {
-        self.udp.queue_reply(listener, payload, dest);
+    fn queue_answer(&mut self, reply_path: usize, dest: SocketAddr, payload: &[u8]) {
+        self.udp.queue_reply(reply_path, payload, dest);
     }
 
-    fn send_synthesized(&mut self, listener: usize, dest: SocketAddr, payload: &[u8]) -> bool {
-        self.udp.send_to(listener, payload, dest).is_ok()
+    fn send_synthesized(&mut self, reply_path: usize, dest: SocketAddr, payload: &[u8]) -> bool {
+        self.udp.send_to(reply_path, payload, dest).is_ok()
     }
 
     fn connect(&mut self, backend: BackendId, generation: u64, path: &Path) {
@@ -135,6 +137,11 @@ enum Wake {
     SessionEnded(Ended),
     Io(IoReady),
     Timer,
+}
+
+enum WakeKind {
+    Io,
+    Other,
 }
 
 /// The loop's state: the core and the sockets it drives.
@@ -216,6 +223,10 @@ pub async fn run(
         };
         let now = Instant::now();
         let mut ready = IoReady::default();
+        let wake_kind = match &wake {
+            Wake::Io(_) => WakeKind::Io,
+            _ => WakeKind::Other,
+        };
         match wake {
             Wake::Shutdown => break,
             Wake::Signal(sig) => shell.with_io(|core, io| core.on_signal(now, sig, io)),
@@ -227,20 +238,27 @@ pub async fn run(
             Wake::Io(r) => ready = r,
             Wake::Timer => {}
         }
-        // Everything that is ready, in one wake-up.
+        // Everything that is ready, in one wake-up.  Answers first: each
+        // one completes a client's query, so they leave before new queries
+        // are read (a resolver with a window of queries outstanding goes
+        // as fast as answers come back).
+        if ready.links || shell.links.has_work() {
+            shell.read_links(now);
+            shell.send_answers();
+        }
         if let Some(accepted) = ready.accepted.take() {
             shell.on_accepted(accepted, now);
         }
         if ready.udp {
             shell.read_datagrams(now);
         }
-        if ready.links || shell.links.has_work() {
-            shell.read_links(now);
-        }
         if shell.core.poll_timeout().is_some_and(|t| t <= now) {
             shell.with_io(|core, io| core.handle_timeout(now, io));
         }
         shell.settle();
+        if matches!(wake_kind, WakeKind::Io) {
+            tokio::task::yield_now().await;
+        }
     }
     info!(shell.log, "shutting down");
     shell.sessions.abort_all();
@@ -435,6 +453,11 @@ impl Shell {
                 break;
             }
         }
+        self.send_answers();
+    }
+
+    /// Send the answers gathered, one `sendmmsg` per socket.
+    fn send_answers(&mut self) {
         if self.udp.out().has_replies() {
             let (sent, failed) = self.udp.out().flush_replies();
             self.core.on_replies_sent(sent, failed);

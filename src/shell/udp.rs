@@ -13,7 +13,7 @@
 //! the header and one copy into the backend's queue; the buffers are reused.
 //! Answers are gathered per socket and sent with `sendmmsg(2)`.  On a
 //! wildcard socket each answer leaves from the address its query was sent
-//! to: a query's "listener" is a reply path (socket and local address),
+//! to: a query remembers its reply path (socket and local address),
 //! see [`UdpRelay`].  Which backend gets the datagram is decided by the
 //! core ([`crate::core`]).  Reading is done in
 //! bounded batches so that a flood of queries cannot starve the backends'
@@ -71,7 +71,7 @@ pub struct UdpOut {
     /// Reply paths by index: the first `sockets.len()` are the sockets
     /// themselves (no source address given); the others are found as
     /// queries arrive on wildcard sockets.  Queries in flight remember an
-    /// index (their "listener"), not an address.
+    /// index (their reply path), not an address.
     paths: Vec<ReplyPath>,
     path_index: HashMap<(usize, LocalAddr), usize, RandomState>,
 }
@@ -156,8 +156,8 @@ impl UdpRelay {
             let Some(src) = src else {
                 continue;
             };
-            let listener = self.out.reply_path(socket, local);
-            let mut dgram = Datagram::new(listener, src, len, buf);
+            let reply_path = self.out.path_of(socket, local);
+            let mut dgram = Datagram::new(reply_path, src, len, buf);
             handle(&mut dgram, &mut self.out);
         }
         Ok(n)
@@ -166,7 +166,7 @@ impl UdpRelay {
 
 impl UdpOut {
     /// The reply path of a datagram received on `socket`, sent to `local`.
-    fn reply_path(&mut self, socket: usize, local: Option<LocalAddr>) -> usize {
+    fn path_of(&mut self, socket: usize, local: Option<LocalAddr>) -> usize {
         let Some(local) = local else {
             return socket;
         };
@@ -196,10 +196,10 @@ impl UdpOut {
         }
     }
 
-    /// Queue an answer to `dest` on reply path `listener`; it leaves at the
+    /// Queue an answer to `dest` on reply path `reply_path`; it leaves at the
     /// next [`UdpOut::flush_replies`].
-    pub fn queue_reply(&mut self, listener: usize, payload: &[u8], dest: SocketAddr) {
-        let Some(path) = self.paths.get(listener).copied() else {
+    pub fn queue_reply(&mut self, reply_path: usize, payload: &[u8], dest: SocketAddr) {
+        let Some(path) = self.paths.get(reply_path).copied() else {
             return;
         };
         let dest = self.wire_dest(path.socket, dest);
@@ -234,11 +234,11 @@ impl UdpOut {
         (sent, dropped)
     }
 
-    /// Send `payload` to `dest` by reply path `listener`, now.  A full
+    /// Send `payload` to `dest` by reply path `reply_path`, now.  A full
     /// socket buffer drops it (this is UDP).
-    pub fn send_to(&self, listener: usize, payload: &[u8], dest: SocketAddr) -> io::Result<()> {
-        let not_found = || io::Error::new(io::ErrorKind::NotFound, "no such listener");
-        let path = self.paths.get(listener).ok_or_else(not_found)?;
+    pub fn send_to(&self, reply_path: usize, payload: &[u8], dest: SocketAddr) -> io::Result<()> {
+        let not_found = || io::Error::new(io::ErrorKind::NotFound, "no such reply path");
+        let path = self.paths.get(reply_path).ok_or_else(not_found)?;
         let socket = self.sockets.get(path.socket).ok_or_else(not_found)?;
         let v6 = self.v6.get(path.socket).copied().unwrap_or(false);
         mmsg::send_one(

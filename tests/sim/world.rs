@@ -80,7 +80,7 @@ impl Io for Env {
         }
     }
 
-    fn queue_answer(&mut self, _listener: usize, dest: SocketAddr, payload: &[u8]) {
+    fn queue_answer(&mut self, _reply_path: usize, dest: SocketAddr, payload: &[u8]) {
         let from = self.feeding;
         self.deliveries.push(Delivery {
             dest,
@@ -90,7 +90,7 @@ impl Io for Env {
         });
     }
 
-    fn send_synthesized(&mut self, _listener: usize, dest: SocketAddr, payload: &[u8]) -> bool {
+    fn send_synthesized(&mut self, _reply_path: usize, dest: SocketAddr, payload: &[u8]) -> bool {
         // Now and then the socket buffer is full.
         if self.rng.chance(5) {
             return false;

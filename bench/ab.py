@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""A/B two builds of the balancer side by side, for the cost of a change.
+
+Starts three demo backends (release build) and two balancers in front of the
+same backend sockets: A (default target/release/mname-balancer) on port
+15410 and B (--b BIN, an earlier build) on 15411.  Then, in interleaved
+rounds (A B A B ...), runs three dnsperf processes (-a 127.0.0.11..13, -q 64
+-c 2, or paced with --rate) against each for --seconds, while `perf stat`
+counts the balancer's system calls, context switches and CPU time.  Prints
+per round and the medians: queries/s, CPU us/query, syscalls/query and
+context switches/query.  Everything runs on loopback; processes are stopped
+by PID.
+
+    python3 bench/ab.py --b /path/to/old/mname-balancer [--rounds 3] [--seconds 5] [--rate QPS] [--tcp]
+"""
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BACKEND = REPO / "target" / "release" / "mname-demo-backend"
+CLIENTS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+
+
+def wait_for(cond, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            sys.exit(f"ab.py: timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def perf_counts(path):
+    text = Path(path).read_text()
+    out = {}
+    for key, pat in [("syscalls", r"([\d,]+)\s+raw_syscalls:sys_enter"),
+                     ("cs", r"([\d,]+)\s+context-switches"),
+                     ("ms", r"([\d,.]+)\s+msec task-clock")]:
+        m = re.search(pat, text)
+        out[key] = float(m.group(1).replace(",", "")) if m else float("nan")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--a", type=Path, default=REPO / "target" / "release" / "mname-balancer")
+    ap.add_argument("--b", type=Path, required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rate", type=int, help="dnsperf -Q per process (paced load)")
+    ap.add_argument("--tcp", action="store_true")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="ab-"))
+    (tmp / "s").mkdir()
+    qfile = tmp / "queries"
+    qfile.write_text("www.example.com A\na1.example.com A\nwhoami.example.com TXT\n")
+    procs = []
+
+    def start(argv, log):
+        p = subprocess.Popen([str(a) for a in argv], stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+        procs.append(p)
+        return p
+
+    try:
+        for i in range(3):
+            start([BACKEND, "-s", tmp / "s" / str(5300 + i), "-n", f"b{i}"], tmp / f"b{i}.log")
+        wait_for(lambda: all((tmp / "s" / str(5300 + i)).exists() for i in range(3)), "backends")
+        targets = {}
+        for name, binary, port in [("A", args.a, 15410), ("B", args.b, 15411)]:
+            p = start([binary, "-b", "127.0.0.1", "-p", port, "-s", tmp / "s", "-l", "warn"],
+                      tmp / f"{name}.log")
+            targets[name] = (p, port)
+        time.sleep(1.0)
+        for p in procs:
+            if p.poll() is not None:
+                sys.exit(f"ab.py: a process exited: {p.args}")
+        results = {"A": [], "B": []}
+        for r in range(1, args.rounds + 1):
+            for name, (p, port) in targets.items():
+                perf_out = tmp / f"perf.{name}.{r}"
+                perf = subprocess.Popen(["perf", "stat", "-e", "raw_syscalls:sys_enter,context-switches,task-clock",
+                                         "-p", str(p.pid), "-o", str(perf_out), "--", "sleep", str(args.seconds)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                dps = []
+                for c in CLIENTS:
+                    argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile), "-a", c,
+                            "-l", str(args.seconds), "-q", "64", "-c", "2", "-t", "2"]
+                    if args.rate:
+                        argv += ["-Q", str(args.rate)]
+                    if args.tcp:
+                        argv += ["-m", "tcp"]
+                    dps.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+                done = 0
+                for d in dps:
+                    out, _ = d.communicate(timeout=args.seconds + 30)
+                    m = re.search(r"Queries completed:\s+(\d+)", out)
+                    done += int(m.group(1)) if m else 0
+                perf.wait(timeout=30)
+                c = perf_counts(perf_out)
+                row = {"qps": done / args.seconds, "us_q": c["ms"] * 1000 / max(done, 1),
+                       "sys_q": c["syscalls"] / max(done, 1), "cs_q": c["cs"] / max(done, 1)}
+                results[name].append(row)
+                print(f"round {r} {name}: {row['qps']:>9,.0f} q/s  {row['us_q']:.2f} us/q  "
+                      f"{row['sys_q']:.3f} syscalls/q  {row['cs_q']:.4f} cs/q", flush=True)
+                time.sleep(0.5)
+        print("medians:")
+        for name in results:
+            med = {k: statistics.median(x[k] for x in results[name]) for k in results[name][0]}
+            print(f"  {name} ({'a' if name == 'A' else 'b'}): {med['qps']:>9,.0f} q/s  {med['us_q']:.2f} us/q  "
+                  f"{med['sys_q']:.3f} syscalls/q  {med['cs_q']:.4f} cs/q")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    main()
