@@ -7,7 +7,7 @@ same backend sockets: A (default target/release/mname-balancer) on port
 rounds (A B A B ...), runs three dnsperf processes (-a 127.0.0.11..13, -q 64
 -c 2, or paced with --rate) against each for --seconds, while `perf stat`
 counts the balancer's system calls, context switches and CPU time.  Prints
-per round and the medians: queries/s, CPU us/query, syscalls/query and
+per round and the medians: queries/s, average latency (dnsperf's), CPU us/query, syscalls/query and
 context switches/query.  Everything runs on loopback; processes are stopped
 by PID.
 
@@ -99,22 +99,28 @@ def main():
                         argv += ["-m", "tcp"]
                     dps.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
                 done = 0
+                lat = []
                 for d in dps:
                     out, _ = d.communicate(timeout=args.seconds + 30)
                     m = re.search(r"Queries completed:\s+(\d+)", out)
                     done += int(m.group(1)) if m else 0
+                    m = re.search(r"Average Latency \(s\):\s+([\d.]+)", out)
+                    if m:
+                        lat.append(float(m.group(1)) * 1e6)
                 perf.wait(timeout=30)
                 c = perf_counts(perf_out)
-                row = {"qps": done / args.seconds, "us_q": c["ms"] * 1000 / max(done, 1),
+                row = {"qps": done / args.seconds, "lat_us": statistics.mean(lat) if lat else float("nan"),
+                       "us_q": c["ms"] * 1000 / max(done, 1),
                        "sys_q": c["syscalls"] / max(done, 1), "cs_q": c["cs"] / max(done, 1)}
                 results[name].append(row)
-                print(f"round {r} {name}: {row['qps']:>9,.0f} q/s  {row['us_q']:.2f} us/q  "
+                print(f"round {r} {name}: {row['qps']:>9,.0f} q/s  lat {row['lat_us']:.0f} us  {row['us_q']:.2f} us/q  "
                       f"{row['sys_q']:.3f} syscalls/q  {row['cs_q']:.4f} cs/q", flush=True)
                 time.sleep(0.5)
         print("medians:")
         for name in results:
             med = {k: statistics.median(x[k] for x in results[name]) for k in results[name][0]}
-            print(f"  {name} ({'a' if name == 'A' else 'b'}): {med['qps']:>9,.0f} q/s  {med['us_q']:.2f} us/q  "
+            print(f"  {name} ({'a' if name == 'A' else 'b'}): {med['qps']:>9,.0f} q/s  lat {med['lat_us']:.0f} us  "
+                  f"{med['us_q']:.2f} us/q  "
                   f"{med['sys_q']:.3f} syscalls/q  {med['cs_q']:.4f} cs/q")
     finally:
         for p in procs:

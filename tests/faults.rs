@@ -279,3 +279,36 @@ async fn tcp_ok_timeout_faults_the_backend() {
         "the client's connection is closed"
     );
 }
+
+#[tokio::test]
+async fn a_backend_whose_backlog_is_full_never_stalls_the_loop() {
+    // A socket that never accepts, with a listen backlog of 0 that one
+    // pending connection fills: a blocking connect to it would wait
+    // forever.  The balancer must log the refusal, retry on its schedule,
+    // and serve clients through the other backend meanwhile.
+    let dir = sockdir();
+    let full = dir.path().join("5300");
+    let listener =
+        socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    listener
+        .bind(&socket2::SockAddr::unix(&full).unwrap())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let _filler = UnixStream::connect(&full).unwrap();
+    let _good = Backend::start(dir.path(), "5301");
+    let bal = Balancer::start(dir.path(), FAST_TIMERS);
+    let rec = bal
+        .proc
+        .wait_for("failed to connect", |r| be_path_is(r, &full));
+    assert_eq!(rec["errno"], libc::EAGAIN, "{rec}");
+    let to = bal.target();
+    for n in 21..25 {
+        let answer = udp_ask(lo(n), to, "www.example.com", RecordType::A, DEADLINE).await;
+        assert!(answer.is_some(), "client {n} answered");
+    }
+    // And it keeps trying, on the back-off schedule.
+    bal.proc.wait_for_nth(2, "a second try", |r| {
+        r["msg"] == "failed to connect" && be_path_is(r, &full)
+    });
+    drop(listener);
+}

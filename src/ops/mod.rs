@@ -10,3 +10,8 @@ pub mod activation;
 pub mod metrics;
 pub mod sidecar;
 pub mod stats_socket;
+
+/// A failed accept on the stats socket or the metrics listener (out of
+/// file descriptors, say) is logged at most this often; the wait before
+/// the next try is the event loop's ([`crate::core::ACCEPT_BACKOFF`]).
+pub const ACCEPT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);

@@ -32,9 +32,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufRea
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 use crate::backends::BackendId;
 use crate::core::snapshot::STATS_VERSION;
+use crate::core::{ACCEPT_BACKOFF, RateLimit};
+use crate::ops::ACCEPT_LOG_INTERVAL;
 use crate::shell::stats_requests::StatsHandle;
 
 /// Stats clients served at once; more are told "busy".
@@ -160,13 +163,16 @@ pub fn spawn(socket: StatsSocket, stats: StatsHandle, log: Logger) -> io::Result
     Ok(tokio::spawn(async move {
         // Owned by the task, so the file goes when the task does.
         let _socket = socket;
+        let mut accept_log = RateLimit::default();
         loop {
             let conn = match listener.accept().await {
                 Ok((conn, _)) => conn,
                 Err(e) => {
-                    warn!(log, "stats socket accept failed"; "strerror" => e.to_string());
+                    if accept_log.allow(Instant::now(), ACCEPT_LOG_INTERVAL) {
+                        warn!(log, "stats socket accept failed"; "strerror" => e.to_string());
+                    }
                     // Out of descriptors, say: do not spin on the error.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             };

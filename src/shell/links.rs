@@ -4,7 +4,8 @@
 //! itself: no task per backend, no channel per read.  The core decides
 //! everything (what to send, when a backend is faulted); the links only
 //! move bytes.  When the core says connect, the socket is connected at
-//! once (a non-blocking connect on AF_UNIX completes or fails at once);
+//! once (a non-blocking connect on AF_UNIX completes or fails at once,
+//! never holding up the loop);
 //! the loop then waits on every link's readiness together with its other
 //! sources, and when a link is readable it reads into that link's reused
 //! buffer and hands the bytes to the core.
@@ -19,10 +20,12 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::task::{Context, Poll};
 
 use foldhash::fast::RandomState;
+use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::net::UnixStream;
 
 use crate::backends::BackendId;
@@ -135,9 +138,16 @@ impl Links {
     /// Connect to backend `id`'s socket now (replacing any link it had).
     pub fn connect(&mut self, id: BackendId, generation: u64, path: &Path) -> io::Result<()> {
         self.links.remove(&id);
-        let stream = std::os::unix::net::UnixStream::connect(path)?;
-        stream.set_nonblocking(true)?;
-        let stream = UnixStream::from_std(stream)?;
+        // Never a blocking connect in the loop: on AF_UNIX a blocking
+        // connect waits while the backend's listen backlog is full, which
+        // a stopped backend's soon is.  Non-blocking, it completes or fails
+        // at once (EAGAIN for a full backlog: the core retries on the
+        // back-off schedule).
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        socket.connect(&SockAddr::unix(path)?)?;
+        let stream =
+            UnixStream::from_std(std::os::unix::net::UnixStream::from(OwnedFd::from(socket)))?;
         self.links.insert(
             id,
             Link {

@@ -5,7 +5,6 @@
 //! by [`HEADER_READ_TIMEOUT`] and [`CONNECTION_TIMEOUT`], one request
 //! each; a failed accept backs off and is logged at most every few seconds.
 
-use crate::core::ACCEPT_BACKOFF;
 use std::convert::Infallible;
 use std::fmt;
 use std::io;
@@ -27,6 +26,8 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::exposition::{Format, render};
+use crate::core::{ACCEPT_BACKOFF, RateLimit};
+use crate::ops::ACCEPT_LOG_INTERVAL;
 use crate::shell::stats_requests::StatsHandle;
 
 /// The one path served.
@@ -46,11 +47,6 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The largest request head read (hyper's minimum buffer).
 const MAX_REQUEST_BUF: usize = 8192;
-
-/// A failed accept (out of file descriptors, say) is logged at most this
-/// often; the wait before the next is the event loop's
-/// ([`ACCEPT_BACKOFF`]).
-const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A bound metrics listener, not yet tied to a runtime: it is bound on the
 /// event loop's thread and served on the sidecar's ([`crate::ops::sidecar`]).
@@ -103,7 +99,7 @@ async fn serve(listener: TcpListener, stats: StatsHandle, log: Logger) {
         .max_buf_size(MAX_REQUEST_BUF);
     // Dropped with this task, aborting every connection still served.
     let mut connections = JoinSet::new();
-    let mut accept_logged: Option<Instant> = None;
+    let mut accept_log = RateLimit::default();
     loop {
         let accepted = tokio::select! {
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
@@ -112,9 +108,7 @@ async fn serve(listener: TcpListener, stats: StatsHandle, log: Logger) {
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                let now = Instant::now();
-                if accept_logged.is_none_or(|t| now.duration_since(t) >= ACCEPT_LOG_INTERVAL) {
-                    accept_logged = Some(now);
+                if accept_log.allow(Instant::now(), ACCEPT_LOG_INTERVAL) {
                     warn!(log, "metrics accept failed"; "strerror" => e.to_string());
                 }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
