@@ -29,7 +29,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let log = logging::stdout_logger(config.log_level);
+    // Kept to the end of main: dropping it flushes the log queue.
+    let logs = logging::stdout_logger(config.log_level);
+    let log = logs.logger.clone();
     info!(log, "starting up");
     // SAFETY: no other thread exists yet: the runtime is built below and the
     // logger writes from this thread.
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
             log.clone(),
             listeners,
             stats,
+            logs.dropped.clone(),
             std::future::pending(),
         )
         .await;

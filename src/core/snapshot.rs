@@ -187,6 +187,9 @@ pub struct Summary {
     pub inflight: usize,
     pub tcp_sessions_open: usize,
     pub draining: bool,
+    /// Log records dropped because the log's reader fell behind (the
+    /// shell fills it in: the log queue is not the core's).
+    pub log_records_dropped: u64,
     pub counters: Counters,
     pub backends: Vec<BackendView>,
 }
@@ -203,6 +206,7 @@ impl Core {
             inflight: self.inflight.len(),
             tcp_sessions_open: self.tcp_open,
             draining: self.phase != Phase::Serving,
+            log_records_dropped: 0,
             counters: self.counters.clone(),
             backends: self
                 .backends

@@ -40,6 +40,8 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -157,15 +159,19 @@ struct Shell {
     /// One read buffer serves every backend link.
     read_buf: Vec<u8>,
     readable: Vec<BackendId>,
+    /// Log records the log queue dropped ([`crate::logging`]).
+    log_dropped: Arc<AtomicU64>,
 }
 
 /// Run the balancer on `listeners` until the core says exit or
-/// `shutdown` completes.  Stats requests come through `stats`, if given.
+/// `shutdown` completes.  Stats requests come through `stats`, if given;
+/// `log_dropped` counts the log records the log queue dropped.
 pub async fn run(
     config: Config,
     log: Logger,
     listeners: Listeners,
     mut stats: Option<mpsc::Receiver<StatsRequest>>,
+    log_dropped: Arc<AtomicU64>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let Listeners { udp, tcp } = listeners;
@@ -192,6 +198,7 @@ pub async fn run(
         session_tx,
         read_buf: vec![0; READ_CHUNK],
         readable: Vec::new(),
+        log_dropped,
     };
     let now = Instant::now();
     shell.with_io(|core, io| core.start(now, io));
@@ -470,7 +477,9 @@ impl Shell {
         let clock = wall_clock_now();
         match req {
             StatsRequest::Summary(reply) => {
-                let _ = reply.send(self.core.summary(now, &clock, std::process::id()));
+                let mut summary = self.core.summary(now, &clock, std::process::id());
+                summary.log_records_dropped = self.log_dropped.load(Ordering::Relaxed);
+                let _ = reply.send(summary);
             }
             StatsRequest::Remotes {
                 after,

@@ -237,7 +237,7 @@ impl World {
         let now = Instant::now();
         // SIM_TRACE=1 shows the core's log of a replayed seed.
         let log = match std::env::var("SIM_TRACE") {
-            Ok(_) => mname_balancer::logging::stdout_logger(slog::Level::Trace),
+            Ok(_) => mname_balancer::logging::logger_to(std::io::stdout(), slog::Level::Trace),
             Err(_) => slog::Logger::root(slog::Discard, slog::o!()),
         };
         let mut world = World {

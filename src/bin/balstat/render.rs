@@ -43,10 +43,11 @@ fn render_snapshot(doc: &Value) -> String {
     );
     let _ = writeln!(
         out,
-        "remotes {}, in flight {}, TCP sessions open {}",
+        "remotes {}, in flight {}, TCP sessions open {}, log records dropped {}",
         field("remotes_tracked"),
         field("inflight"),
-        field("tcp_sessions_open")
+        field("tcp_sessions_open"),
+        field("log_records_dropped")
     );
     if let Some(counters) = doc.get("counters").and_then(Value::as_object) {
         let c = |k: &str| cell(counters.get(k));

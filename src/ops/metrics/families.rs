@@ -79,6 +79,8 @@ metrics! {
         "UDP queries forwarded and not yet answered or timed out.";
     TCP_SESSIONS_OPEN: GAUGE "mname_balancer_tcp_sessions_open" None, []
         "Client TCP connections being relayed now.";
+    LOG_RECORDS_DROPPED: COUNTER "mname_balancer_log_records_dropped" None, []
+        "Log records dropped because the log's reader fell behind.";
     UDP_RECEIVED: COUNTER "mname_balancer_udp_received" None, []
         "Client datagrams read.";
     UDP_FORWARDED: COUNTER "mname_balancer_udp_forwarded" None, []
