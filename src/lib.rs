@@ -19,7 +19,8 @@
 //! - The pure tables the core keeps, at the top as in the original:
 //!   [`backends`] (ids, health, round-robin, rebalancing), [`remotes`]
 //!   (client hosts pinned to backends: primary, backup, revert) and
-//!   [`timeouts`] (timer defaults, back-off, the deadline tree).
+//!   [`timeouts`] (timer defaults, back-off, the deadline tree); and
+//!   [`acl`] (who may use the balancer at all).
 //! - [`shell`]: the event loop that does the I/O: binds the listeners,
 //!   reads datagrams in batches ([`shell::udp`], [`shell::mmsg`]), owns the
 //!   backend sockets ([`shell::links`]), relays TCP sessions
@@ -41,6 +42,7 @@
 //!        --> Io::queue_answer --> shell::udp (sendmmsg) --> client
 //! ```
 
+pub mod acl;
 pub mod backends;
 pub mod cli;
 pub mod core;

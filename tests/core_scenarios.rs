@@ -444,3 +444,49 @@ fn no_backend_gets_servfail_and_a_timeout_gets_servfail_too() {
     assert_eq!(s.io.synthesized.len(), 2, "timed out: SERVFAIL");
     assert_eq!(s.core.counters().timeouts, 1);
 }
+
+#[test]
+fn clients_the_acl_refuses_get_refused_and_leave_no_state() {
+    let mut s = Scenario::new(&[
+        "--allow",
+        "10.0.0.0/8",
+        "--deny",
+        "10.9.0.0/16",
+        "--synth-rate",
+        "2",
+    ]);
+    s.list(&["5300"]);
+    s.connect_ok(5300, false);
+    for id in 0..3 {
+        s.query("10.9.0.1:1000", id);
+    }
+    s.query("192.0.2.1:1000", 9);
+    assert_eq!(s.core.counters().dropped_acl, 4);
+    assert_eq!(
+        s.io.synthesized.len(),
+        3,
+        "two a second for 10.9.0.1, one for 192.0.2.1"
+    );
+    assert!(
+        s.io.synthesized.iter().all(|(_, m)| m[3] & 0x0f == 5),
+        "REFUSED"
+    );
+    assert_eq!(s.core.remotes().len(), 0, "no remote for a refused client");
+    assert!(
+        s.io.frames_to(5300).is_empty(),
+        "nothing reached the backend"
+    );
+    s.query("10.1.0.1:1000", 1);
+    assert_eq!(s.io.frames_to(5300), [frame_type::INBOUND_UDP], "allowed");
+    let peer: SocketAddr = "10.9.0.2:5000".parse().expect("address");
+    assert_eq!(
+        s.core.on_tcp_offered(s.now, peer),
+        mname_balancer::core::TcpVerdict::Refuse
+    );
+    assert_eq!(s.core.counters().tcp_dropped_acl, 1);
+
+    let mut d = Scenario::new(&["--deny", "10.9.0.0/16", "--acl-action", "drop"]);
+    d.query("10.9.0.1:1000", 1);
+    assert!(d.io.synthesized.is_empty(), "--acl-action drop: silence");
+    assert_eq!(d.core.counters().dropped_acl, 1);
+}

@@ -323,10 +323,10 @@ async fn counters_match_the_traffic_sent() {
             1.0
         );
         for (family, n) in [
-            ("mname_balancer_udp_dropped_total", 7),
+            ("mname_balancer_udp_dropped_total", 8),
             ("mname_balancer_answers_dropped_total", 2),
-            ("mname_balancer_synthesized_answers_total", 2),
-            ("mname_balancer_tcp_dropped_total", 2),
+            ("mname_balancer_synthesized_answers_total", 3),
+            ("mname_balancer_tcp_dropped_total", 3),
         ] {
             let by_reason = s.by(family, "reason");
             assert_eq!(by_reason.len(), n, "{family}: {by_reason:?}");
@@ -425,6 +425,7 @@ async fn drops_are_counted_by_reason() {
         ("no_backend", 0.0),
         ("stuck", 0.0),
         ("inflight_full", 0.0),
+        ("acl", 0.0),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

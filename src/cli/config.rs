@@ -6,6 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+use crate::acl::Acl;
 use crate::timeouts::Timers;
 
 /// Everything the balancer needs to run.
@@ -41,6 +42,8 @@ pub struct Config {
     /// `--udp-recv-buffer`: bytes asked for each UDP socket's receive
     /// buffer; 0 keeps the system's default.
     pub udp_recv_buffer: usize,
+    /// `--allow`, `--deny`, `--acl-action`: who may use the balancer.
+    pub acl: Acl,
 }
 
 /// `--on-timeout`: what a client gets when its query times out.
@@ -105,6 +108,7 @@ impl Config {
             stats_mode: DEFAULT_STATS_MODE,
             metrics_addr: None,
             udp_recv_buffer: DEFAULT_UDP_RECV_BUFFER,
+            acl: Acl::default(),
         }
     }
 }

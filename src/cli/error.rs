@@ -41,6 +41,17 @@ pub enum CliError {
     /// `--on-timeout` that is not a policy.
     #[error("invalid --on-timeout \"{0}\" (servfail, drop)")]
     BadOnTimeout(String),
+    /// `--allow` or `--deny` that is not a network.
+    #[error("invalid network for --{flag}: \"{value}\" (CIDR like 10.0.0.0/8, or an address)")]
+    BadNetwork {
+        /// The flag, without its dashes.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// `--acl-action` that is not an action.
+    #[error("invalid --acl-action \"{0}\" (refused, drop)")]
+    BadAclAction(String),
     /// `--no-backend` that is not a policy.
     #[error("invalid --no-backend \"{0}\" (servfail, refused, drop)")]
     BadNoBackend(String),
@@ -122,6 +133,18 @@ mod tests {
             (
                 "-s /d --no-backend shrug",
                 "invalid --no-backend \"shrug\" (servfail, refused, drop)",
+            ),
+            (
+                "-s /d --allow 10.0.0.0/33",
+                "invalid network for --allow: \"10.0.0.0/33\" (CIDR like 10.0.0.0/8, or an address)",
+            ),
+            (
+                "-s /d --deny somewhere",
+                "invalid network for --deny: \"somewhere\" (CIDR like 10.0.0.0/8, or an address)",
+            ),
+            (
+                "-s /d --acl-action shrug",
+                "invalid --acl-action \"shrug\" (refused, drop)",
             ),
             (
                 "-s /d --synth-rate 0",

@@ -157,6 +157,24 @@ pub(super) fn options() -> Options {
         "servfail, refused or drop: answer when no backend is up (default servfail)",
         "POLICY",
     );
+    o.optmulti(
+        "",
+        "allow",
+        "only clients in this network may use the balancer; repeatable (default: all)",
+        "CIDR",
+    );
+    o.optmulti(
+        "",
+        "deny",
+        "clients in this network may not; repeatable, wins over --allow",
+        "CIDR",
+    );
+    o.optopt(
+        "",
+        "acl-action",
+        "refused or drop: what a refused UDP client gets (default refused)",
+        "ACTION",
+    );
     o.optopt(
         "",
         "synth-rate",

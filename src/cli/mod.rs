@@ -18,6 +18,8 @@ mod values;
 
 use std::path::PathBuf;
 
+use crate::acl::{AclAction, parse_network};
+
 pub use config::{
     Config, DEFAULT_BACKEND_QUEUE_BYTES, DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_PER_BACKEND,
     DEFAULT_MAX_TCP_SESSIONS, DEFAULT_STATS_MODE, DEFAULT_SYNTH_RATE, DEFAULT_UDP_RECV_BUFFER,
@@ -88,6 +90,22 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
             "refused" => NoBackend::Refused,
             "drop" => NoBackend::Drop,
             _ => return Err(CliError::BadNoBackend(v)),
+        };
+    }
+    for (flag, list) in [("allow", &mut c.acl.allow), ("deny", &mut c.acl.deny)] {
+        for v in m.opt_strs(flag) {
+            let net = parse_network(&v).ok_or_else(|| CliError::BadNetwork {
+                flag,
+                value: v.clone(),
+            })?;
+            list.push(net);
+        }
+    }
+    if let Some(v) = m.opt_str("acl-action") {
+        c.acl.action = match v.as_str() {
+            "refused" => AclAction::Refused,
+            "drop" => AclAction::Drop,
+            _ => return Err(CliError::BadAclAction(v)),
         };
     }
     let mut per_backend = c.max_inflight_per_backend as usize;

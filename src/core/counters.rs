@@ -10,7 +10,7 @@
 //! every counter appears there exactly once).
 //!
 //! Every client datagram is counted once by what became of it:
-//! `udp_received` = `udp_forwarded` + the seven `dropped_*` counters
+//! `udp_received` = `udp_forwarded` + the `dropped_*` counters
 //! ([`Counters::udp_dropped`]).  A query dropped for want of a backend may
 //! still be answered by the balancer (`no_backend_answers`, a part of
 //! `dropped_no_backend`).  The simulation checks that sum after every step.
@@ -80,6 +80,8 @@ declare_counters! {
     dropped_stuck => "mname_balancer_udp_dropped" reason "stuck";
     /// Queries refused because the in-flight table was full.
     dropped_inflight_full => "mname_balancer_udp_dropped" reason "inflight_full";
+    /// Datagrams from clients the access list refuses.
+    dropped_acl => "mname_balancer_udp_dropped" reason "acl";
     /// Answers synthesized because no backend could take the query.
     no_backend_answers => "mname_balancer_synthesized_answers" reason "no_backend";
     /// No-backend answers withheld by the per-remote rate limit.
@@ -88,6 +90,8 @@ declare_counters! {
     timeouts => "mname_balancer_udp_timeouts";
     /// SERVFAILs sent for timed-out queries.
     timeout_answers => "mname_balancer_synthesized_answers" reason "timeout";
+    /// REFUSEDs sent to clients the access list refuses.
+    acl_answers => "mname_balancer_synthesized_answers" reason "acl";
     /// Answers that arrived after their query timed out.
     late_answers => "mname_balancer_answers_dropped" reason "late";
     /// Answers that matched no query in flight (not sent).
@@ -100,6 +104,8 @@ declare_counters! {
     tcp_dropped_no_backend => "mname_balancer_tcp_dropped" reason "no_backend";
     /// TCP connections closed at once: too many sessions.
     tcp_dropped_session_limit => "mname_balancer_tcp_dropped" reason "session_limit";
+    /// TCP connections closed at once: the access list refuses the client.
+    tcp_dropped_acl => "mname_balancer_tcp_dropped" reason "acl";
 }
 
 impl Counters {
@@ -179,7 +185,7 @@ mod tests {
             ..Counters::default()
         };
         let rows = c.reasons_of("mname_balancer_udp_dropped");
-        assert_eq!(rows.len(), 7);
+        assert_eq!(rows.len(), 8);
         assert!(rows.contains(&("short", 3)));
         assert_eq!(c.udp_dropped(), 7);
     }

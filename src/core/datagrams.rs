@@ -28,6 +28,7 @@ use super::assign::{AssignLog, assign};
 use super::inflight::{self, QueryKey, Unmatched};
 use super::intake::{self, Refusal};
 use super::{Core, Io, REPEAT_LOG_INTERVAL, synth};
+use crate::acl::AclAction;
 use crate::cli::NoBackend;
 use mname_balancer_protocol::{self as frame, MAX_PAYLOAD, UDP6_HEADER_LEN};
 
@@ -106,6 +107,10 @@ impl Core {
                     "remote_ip" => %ip, "len" => dgram.len,
                     "dropped" => self.counters.dropped_oversized);
             }
+            return;
+        }
+        if !self.cfg.acl.is_open() && !self.cfg.acl.permits(ip) {
+            self.refuse_by_acl(now, dgram, io);
             return;
         }
         let dns_id = match intake::check(dgram.payload()) {
@@ -207,6 +212,25 @@ impl Core {
             warn!(self.log, "stuck backend write queue (dropping)";
                 "be_id" => be_id, "be_path" => %be.path.display(),
                 "stuck" => be.stats.stuck, "queued_bytes" => self.cfg.backend_queue_bytes);
+        }
+    }
+
+    /// A client the access list refuses: REFUSED (rate-limited per
+    /// address, no remote created) or nothing, by `--acl-action`.
+    fn refuse_by_acl(&mut self, now: Instant, dgram: &Datagram<'_>, io: &mut impl Io) {
+        self.counters.dropped_acl += 1;
+        if self.cfg.acl.action == AclAction::Drop {
+            return;
+        }
+        let second = now.saturating_duration_since(self.started).as_secs() as u32;
+        if intake::check(dgram.payload()).is_ok()
+            && self
+                .stateless_answers
+                .allow(dgram.ip(), second, self.cfg.synth_rate)
+            && let Some(answer) = synth::error_answer(dgram.payload(), ResponseCode::Refused)
+            && io.send_synthesized(dgram.reply_path, dgram.src, &answer)
+        {
+            self.counters.acl_answers += 1;
         }
     }
 

@@ -61,7 +61,7 @@ use mname_balancer_protocol::FrameBuffer;
 
 pub use counters::Counters;
 pub use datagrams::Datagram;
-pub use ratelimit::RateLimit;
+pub use ratelimit::{AddressBudgets, RateLimit};
 pub use tcp::{SessionEnd, SessionPlan, TcpVerdict};
 pub use timers::ACCEPT_BACKOFF;
 use timers::TimerKey;
@@ -163,6 +163,9 @@ pub struct Core {
     /// When the core started: per-remote rate limits count seconds from it.
     started: Instant,
     repeat_logs: RepeatLogs,
+    /// Answers to clients the core keeps no state for (refused by the
+    /// access list), limited per address.
+    stateless_answers: AddressBudgets,
 }
 
 impl Core {
@@ -187,6 +190,7 @@ impl Core {
             phase: Phase::Serving,
             started: now,
             repeat_logs: RepeatLogs::default(),
+            stateless_answers: AddressBudgets::default(),
         }
     }
 

@@ -61,6 +61,11 @@ impl Core {
         let ip = peer.ip().to_canonical();
         debug!(self.log, "inbound TCP connection";
             "conn_id" => conn_id, "remote_ip" => ip.to_string(), "remote_port" => peer.port());
+        if !self.cfg.acl.permits(ip) {
+            // Closed at accept; no remote created.
+            self.counters.tcp_dropped_acl += 1;
+            return TcpVerdict::Refuse;
+        }
         let logs = AssignLog {
             log: &self.log,
             no_backend: &mut self.repeat_logs.no_backend,

@@ -28,6 +28,9 @@ impl World {
             ("dropped_no_backend", c.dropped_no_backend),
             ("dropped_stuck", c.dropped_stuck),
             ("dropped_inflight_full", c.dropped_inflight_full),
+            ("dropped_acl", c.dropped_acl),
+            ("acl_answers", c.acl_answers),
+            ("tcp_dropped_acl", c.tcp_dropped_acl),
             ("no_backend_answers", c.no_backend_answers),
             ("no_backend_rate_limited", c.no_backend_rate_limited),
             ("timeouts", c.timeouts),
@@ -86,10 +89,20 @@ impl World {
         // A query reaches backends at most twice per time it was asked:
         // once, and once more if its backend failed.
         for key in std::mem::take(&mut self.forwarded_now) {
+            if !self.cfg.acl.permits(key.0.ip()) {
+                v.push(format!("refused client {} reached a backend", key.0));
+            }
             let n = self.forwarded.get(&key).copied().unwrap_or(0);
             let asked = self.asks.get(&key).copied().unwrap_or(0);
             if n > 2 * asked {
                 v.push(format!("{key:?} reached backends {n} times, asked {asked}"));
+            }
+        }
+
+        // A client the access list refuses has no remote.
+        for (ip, _) in self.core.remotes().iter() {
+            if !self.cfg.acl.permits(ip) {
+                v.push(format!("refused client {ip} has a remote"));
             }
         }
 

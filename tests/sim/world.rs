@@ -163,6 +163,7 @@ pub struct World {
 fn config(rng: &mut Rng) -> Config {
     let no_backend = *rng.pick(&["servfail", "refused", "drop"]);
     let on_timeout = *rng.pick(&["servfail", "drop"]);
+    let acl_action = *rng.pick(&["refused", "drop"]);
     let args: Vec<String> = [
         "-s",
         "/sim",
@@ -210,6 +211,14 @@ fn config(rng: &mut Rng) -> Config {
         no_backend,
         "--on-timeout",
         on_timeout,
+        // Some clients are refused (10.0.3.x, fd00::21..2f): they must
+        // never reach a backend nor get a remote.
+        "--deny",
+        "10.0.3.0/24",
+        "--deny",
+        "fd00::20/124",
+        "--acl-action",
+        acl_action,
     ]
     .iter()
     .map(|s| s.to_string())
