@@ -350,6 +350,23 @@ impl Backends {
         Some(chosen)
     }
 
+    /// A backend for a client that is not tracked (the remote table is
+    /// full): the `hash`-th of the backends serving `need`, in id order.
+    /// The same client gets the same backend while the set of healthy
+    /// backends stays the same; nothing is remembered.
+    pub fn stateless_for(&self, hash: u64, need: Need) -> Option<BackendId> {
+        let serving = || {
+            self.by_id
+                .iter()
+                .filter(|&(_, &k)| self.slab.get(k).is_some_and(|be| be.serves(need)))
+        };
+        let n = serving().count() as u64;
+        if n == 0 {
+            return None;
+        }
+        serving().nth((hash % n) as usize).map(|(&id, _)| id)
+    }
+
     /// Count one more remote on `id` (as its primary).
     pub fn add_remote(&mut self, id: BackendId) {
         if let Some(be) = self.get_mut(id) {

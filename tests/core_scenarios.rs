@@ -490,3 +490,98 @@ fn clients_the_acl_refuses_get_refused_and_leave_no_state() {
     assert!(d.io.synthesized.is_empty(), "--acl-action drop: silence");
     assert_eq!(d.core.counters().dropped_acl, 1);
 }
+
+#[test]
+fn past_max_remotes_new_clients_are_served_by_hash_and_old_ones_keep_their_backend() {
+    let mut s = Scenario::new(&["--max-remotes", "2"]);
+    s.list(&["5300", "5301", "5302"]);
+    for id in [5300, 5301, 5302] {
+        s.connect_ok(id, false);
+    }
+    s.query("10.0.0.1:1000", 1);
+    s.query("10.0.0.2:1000", 1);
+    let pinned: Vec<(std::net::IpAddr, u32)> = s
+        .core
+        .remotes()
+        .iter()
+        .map(|(ip, r)| (ip, r.primary))
+        .collect();
+    assert_eq!(pinned.len(), 2);
+    for n in 3..=50 {
+        s.query(&format!("10.0.0.{n}:1000"), 1);
+    }
+    assert_eq!(s.core.remotes().len(), 2, "the table stays at its bound");
+    assert_eq!(s.core.counters().untracked_queries, 48);
+    assert_eq!(s.core.counters().udp_forwarded, 50, "every one forwarded");
+    let used: std::collections::HashSet<u32> = [5300, 5301, 5302]
+        .into_iter()
+        .filter(|id| !s.io.frames_to(*id).is_empty())
+        .collect();
+    assert_eq!(used.len(), 3, "untracked clients spread over the backends");
+    // The same untracked client keeps its backend while the set is stable.
+    let mut chosen = Vec::new();
+    for id in 2..5 {
+        s.query("10.0.0.9:1000", id);
+        let to: Vec<u32> = [5300, 5301, 5302]
+            .into_iter()
+            .filter(|b| !s.io.frames_to(*b).is_empty())
+            .collect();
+        chosen.push(to);
+    }
+    assert!(
+        chosen.windows(2).all(|w| w[0] == w[1] && w[0].len() == 1),
+        "{chosen:?}"
+    );
+    // The tracked clients keep theirs.
+    for (ip, primary) in pinned {
+        s.query(&format!("{ip}:1000"), 7);
+        assert_eq!(s.core.remotes().get(&ip).map(|r| r.primary), Some(primary));
+    }
+}
+
+#[test]
+fn per_client_log_records_are_rate_limited_with_a_summary() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Count(Arc<Mutex<Vec<String>>>);
+    impl slog::Drain for Count {
+        type Ok = ();
+        type Err = slog::Never;
+        fn log(&self, r: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(r.msg().to_string());
+            }
+            Ok(())
+        }
+    }
+    let count = Count::default();
+    let Ok(Command::Run(cfg)) = cli::parse(&["-s".into(), "/s".into()], None) else {
+        panic!("flags");
+    };
+    let now = Instant::now();
+    let mut s = Scenario {
+        core: Core::new(*cfg, slog::Logger::root(count.clone(), slog::o!()), now),
+        io: Recorder::default(),
+        now,
+    };
+    s.core.start(now, &mut s.io);
+    s.list(&["5300"]);
+    s.connect_ok(5300, false);
+    for n in 0..1000u32 {
+        s.query(&format!("10.{}.{}.1:1000", n / 250, n % 250), 1);
+    }
+    let msgs = count.0.lock().map(|v| v.clone()).unwrap_or_default();
+    let per_client = msgs
+        .iter()
+        .filter(|m| *m == "new remote peer" || m.starts_with("remote assigned to"))
+        .count();
+    assert_eq!(per_client, 100, "a second's budget, of 2,000 records");
+    // The next scan says how many were left out.
+    s.advance(Duration::from_secs(5));
+    let msgs = count.0.lock().map(|v| v.clone()).unwrap_or_default();
+    assert!(
+        msgs.iter()
+            .any(|m| m == "per-client log records suppressed"),
+        "{msgs:?}"
+    );
+}

@@ -44,6 +44,9 @@ pub struct Config {
     pub udp_recv_buffer: usize,
     /// `--allow`, `--deny`, `--acl-action`: who may use the balancer.
     pub acl: Acl,
+    /// `--max-remotes`: client hosts tracked at most; new ones past it are
+    /// served without a remote entry.
+    pub max_remotes: usize,
 }
 
 /// `--on-timeout`: what a client gets when its query times out.
@@ -88,6 +91,12 @@ pub const DEFAULT_STATS_MODE: u32 = 0o600;
 /// `net.core.rmem_max` unless the process has CAP_NET_ADMIN.
 pub const DEFAULT_UDP_RECV_BUFFER: usize = 4 * 1024 * 1024;
 
+/// The default bound on the remote table: a remote costs 132 bytes of RSS
+/// (measured at 1M remotes, bench/results/scale.md), so a million is about
+/// 130 MB at most, far more clients than one host's name service meets
+/// (Binder's see thousands), and a spoofed flood stops growing there.
+pub const DEFAULT_MAX_REMOTES: usize = 1_000_000;
+
 impl Config {
     /// A configuration with the original's defaults for `socket_dir`.
     pub fn new(socket_dir: PathBuf) -> Self {
@@ -109,6 +118,7 @@ impl Config {
             metrics_addr: None,
             udp_recv_buffer: DEFAULT_UDP_RECV_BUFFER,
             acl: Acl::default(),
+            max_remotes: DEFAULT_MAX_REMOTES,
         }
     }
 }

@@ -157,6 +157,12 @@ pub(super) fn options() -> Options {
         "servfail, refused or drop: answer when no backend is up (default servfail)",
         "POLICY",
     );
+    o.optopt(
+        "",
+        "max-remotes",
+        "client hosts tracked at most; new ones past it get a backend by a hash of their address (default 1000000)",
+        "N",
+    );
     o.optmulti(
         "",
         "allow",

@@ -22,8 +22,8 @@ use crate::acl::{AclAction, parse_network};
 
 pub use config::{
     Config, DEFAULT_BACKEND_QUEUE_BYTES, DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_PER_BACKEND,
-    DEFAULT_MAX_TCP_SESSIONS, DEFAULT_STATS_MODE, DEFAULT_SYNTH_RATE, DEFAULT_UDP_RECV_BUFFER,
-    NoBackend, OnTimeout,
+    DEFAULT_MAX_REMOTES, DEFAULT_MAX_TCP_SESSIONS, DEFAULT_STATS_MODE, DEFAULT_SYNTH_RATE,
+    DEFAULT_UDP_RECV_BUFFER, NoBackend, OnTimeout,
 };
 pub use error::CliError;
 pub use flags::usage;
@@ -116,6 +116,7 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
         ("max-inflight", &mut c.max_inflight),
         ("max-inflight-per-backend", &mut per_backend),
         ("synth-rate", &mut synth_rate),
+        ("max-remotes", &mut c.max_remotes),
     ] {
         if let Some(v) = m.opt_str(name) {
             *field = v

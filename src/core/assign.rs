@@ -6,15 +6,19 @@
 //! [`crate::remotes`]), and log what changed in the original's words.
 //! When no backend can serve it, "no backends available" is logged, at most
 //! once per `no_backend_log_interval`, as the original does.
+//!
+//! The table is bounded (`--max-remotes`): a new client that finds it full
+//! is served without a remote, by a hash of its address (see [`assign`]).
 
+use std::hash::BuildHasher;
 use std::net::IpAddr;
+use std::time::Duration;
 
+use foldhash::fast::RandomState;
 use slog::{Logger, error, info};
 use tokio::time::Instant;
 
-use std::time::Duration;
-
-use super::RateLimit;
+use super::{LogBudget, RateLimit};
 use crate::backends::{BackendId, Backends, Need};
 use crate::remotes::{Choice, Remote, Remotes};
 
@@ -31,27 +35,66 @@ pub(super) struct AssignLog<'a> {
     pub log: &'a Logger,
     pub no_backend: &'a mut RateLimit,
     pub no_backend_interval: Duration,
+    /// Per-client records ("new remote peer", a change of backend).
+    pub per_client: &'a mut LogBudget,
+}
+
+/// What assigning found.
+pub(super) struct Assigned<'r> {
+    /// The client's remote; `None` when the table is full and the client
+    /// is new (it is served without one).
+    pub remote: Option<&'r mut Remote>,
+    /// Its backend now; `None` when no backend can serve it.
+    pub backend: Option<BackendId>,
+}
+
+/// The remote table and its bound, as assigning sees them.
+pub(super) struct Table<'a> {
+    pub remotes: &'a mut Remotes,
+    pub max: usize,
+    /// Hashes the clients served without a remote.
+    pub hasher: &'a RandomState,
 }
 
 /// The remote of `ip`, seen at `now`, and the backend it gets (`None`: no
-/// backend can serve it; logged, rate-limited).  The tables are passed
+/// backend can serve it; logged, rate-limited).  A new client finding the
+/// table at `--max-remotes` gets no remote: its backend is chosen by a hash
+/// of its address over the backends that can serve it (see
+/// [`Backends::stateless_for`]), so a flood of new addresses cannot grow
+/// the table or move the clients already in it.  The tables are passed
 /// apart from the rest of the core so that the caller can go on counting
 /// on the remote it gets back.
 pub(super) fn assign<'r>(
-    remotes: &'r mut Remotes,
+    table: Table<'r>,
     backends: &mut Backends,
     logs: AssignLog<'_>,
     ip: IpAddr,
     now: Instant,
-) -> (&'r mut Remote, Option<BackendId>) {
+) -> Assigned<'r> {
+    let remotes = table.remotes;
+    if remotes.len() >= table.max && remotes.get(&ip).is_none() {
+        let backend = backends.stateless_for(table.hasher.hash_one(ip), Need::of(&ip));
+        if backend.is_none() && logs.no_backend.allow(now, logs.no_backend_interval) {
+            error!(logs.log, "no backends available");
+        }
+        return Assigned {
+            remote: None,
+            backend,
+        };
+    }
     let (rem, created) = remotes.touch(ip, now);
-    if created {
+    if created && logs.per_client.allow(now) {
         info!(logs.log, "new remote peer"; "remote_ip" => %ip);
     }
     let choice = rem.choose_backend_for(backends, Need::of(&ip));
-    log_reassignment(logs.log, &ip, &choice);
+    if choice.change.is_some() && logs.per_client.allow(now) {
+        log_reassignment(logs.log, &ip, &choice);
+    }
     if choice.backend.is_none() && logs.no_backend.allow(now, logs.no_backend_interval) {
         error!(logs.log, "no backends available");
     }
-    (rem, choice.backend)
+    Assigned {
+        remote: Some(rem),
+        backend: choice.backend,
+    }
 }

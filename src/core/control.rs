@@ -23,6 +23,7 @@
 //!
 //! Each link has a generation; news from an abandoned one is ignored.
 
+use std::hash::BuildHasher;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -263,12 +264,20 @@ impl Core {
                 continue;
             }
             let ip = key.client.ip();
-            let Some(rem) = self.remotes.get_mut(&ip) else {
-                continue;
+            let to = match self.remotes.get_mut(&ip) {
+                Some(rem) => {
+                    let choice = rem.choose_backend_for(&mut self.backends, Need::of(&ip));
+                    if choice.change.is_some() && self.repeat_logs.per_client.allow(now) {
+                        log_reassignment(&self.log, &ip, &choice);
+                    }
+                    choice.backend
+                }
+                // A client served without a remote (the table was full).
+                None => self
+                    .backends
+                    .stateless_for(self.client_hasher.hash_one(ip), Need::of(&ip)),
             };
-            let choice = rem.choose_backend_for(&mut self.backends, Need::of(&ip));
-            log_reassignment(&self.log, &ip, &choice);
-            let Some(to) = choice.backend else {
+            let Some(to) = to else {
                 continue;
             };
             if to == from || !self.links.contains_key(&to) {

@@ -98,6 +98,11 @@ declare_counters! {
     unsolicited_answers => "mname_balancer_answers_dropped" reason "unsolicited";
     /// Queries sent once more after their backend failed.
     replayed => "mname_balancer_replayed";
+    /// Queries from new clients served without a remote: the table was at
+    /// `--max-remotes`.
+    untracked_queries => "mname_balancer_untracked_queries";
+    /// TCP connections from new clients served without a remote.
+    untracked_connections => "mname_balancer_untracked_connections";
     /// TCP connections accepted.
     tcp_accepted => "mname_balancer_tcp_accepted";
     /// TCP connections closed at once: no backend.

@@ -24,12 +24,13 @@ use hickory_proto::op::ResponseCode;
 use slog::{debug, warn};
 use tokio::time::Instant;
 
-use super::assign::{AssignLog, assign};
+use super::assign::{AssignLog, Assigned, Table, assign};
 use super::inflight::{self, QueryKey, Unmatched};
 use super::intake::{self, Refusal};
 use super::{Core, Io, REPEAT_LOG_INTERVAL, synth};
 use crate::acl::AclAction;
 use crate::cli::NoBackend;
+use crate::remotes::RemoteStats;
 use mname_balancer_protocol::{self as frame, MAX_PAYLOAD, UDP6_HEADER_LEN};
 
 /// One received datagram, in a buffer with room for a frame header in
@@ -131,17 +132,33 @@ impl Core {
             log: &self.log,
             no_backend: &mut self.repeat_logs.no_backend,
             no_backend_interval: self.cfg.timers.no_backend_log_interval,
+            per_client: &mut self.repeat_logs.per_client,
         };
-        let (rem, backend) = assign(&mut self.remotes, &mut self.backends, logs, ip, now);
+        let table = Table {
+            remotes: &mut self.remotes,
+            max: self.cfg.max_remotes,
+            hasher: &self.client_hasher,
+        };
+        let Assigned { remote, backend } = assign(table, &mut self.backends, logs, ip, now);
+        if remote.is_none() {
+            self.counters.untracked_queries += 1;
+        }
         let Some(be_id) = backend else {
-            rem.stats.udp_drop += 1;
             self.counters.dropped_no_backend += 1;
             let rcode = match self.cfg.no_backend {
                 NoBackend::Drop => return,
                 NoBackend::ServFail => ResponseCode::ServFail,
                 NoBackend::Refused => ResponseCode::Refused,
             };
-            if !rem.allow_synthesized(second, self.cfg.synth_rate) {
+            let rate = self.cfg.synth_rate;
+            let allowed = match remote {
+                Some(rem) => {
+                    rem.stats.udp_drop += 1;
+                    rem.allow_synthesized(second, rate)
+                }
+                None => self.stateless_answers.allow(ip, second, rate),
+            };
+            if !allowed {
                 self.counters.no_backend_rate_limited += 1;
                 return;
             }
@@ -152,12 +169,18 @@ impl Core {
             }
             return;
         };
+        // A client served without a remote is counted nowhere else.
+        let mut untracked = RemoteStats::default();
+        let rem = match remote {
+            Some(rem) => &mut rem.stats,
+            None => &mut untracked,
+        };
         // A chosen backend always has a link and can always take the
         // client's frame; were either untrue, the drop is counted with
         // those that found no backend, so every datagram is counted.
         let (Some(link), Some(be)) = (self.links.get_mut(&be_id), self.backends.get_mut(be_id))
         else {
-            rem.stats.udp_drop += 1;
+            rem.udp_drop += 1;
             self.counters.dropped_no_backend += 1;
             return;
         };
@@ -167,7 +190,7 @@ impl Core {
             id: dns_id,
         };
         let Some((frame, header_len)) = dgram.inbound_frame() else {
-            rem.stats.udp_drop += 1;
+            rem.udp_drop += 1;
             self.counters.dropped_no_backend += 1;
             return;
         };
@@ -178,7 +201,7 @@ impl Core {
         {
             Ok(i) => i,
             Err(full) => {
-                rem.stats.udp_drop += 1;
+                rem.udp_drop += 1;
                 self.counters.dropped_inflight_full += 1;
                 if self
                     .repeat_logs
@@ -193,7 +216,7 @@ impl Core {
             }
         };
         if io.send_frame(be_id, &[frame]).is_ok() {
-            rem.stats.udp += 1;
+            rem.udp += 1;
             be.stats.udp += 1;
             be.unanswered_since.get_or_insert(now);
             self.counters.udp_forwarded += 1;
@@ -205,7 +228,7 @@ impl Core {
         {
             self.inflight.recycle(e);
         }
-        rem.stats.udp_drop += 1;
+        rem.udp_drop += 1;
         be.stats.stuck += 1;
         self.counters.dropped_stuck += 1;
         if link.stuck_log.allow(now, REPEAT_LOG_INTERVAL) {

@@ -61,7 +61,7 @@ use mname_balancer_protocol::FrameBuffer;
 
 pub use counters::Counters;
 pub use datagrams::Datagram;
-pub use ratelimit::{AddressBudgets, RateLimit};
+pub use ratelimit::{AddressBudgets, LogBudget, RateLimit};
 pub use tcp::{SessionEnd, SessionPlan, TcpVerdict};
 pub use timers::ACCEPT_BACKOFF;
 use timers::TimerKey;
@@ -144,6 +144,7 @@ struct RepeatLogs {
     inflight_full: RateLimit,
     unsolicited: RateLimit,
     session_limit: RateLimit,
+    per_client: LogBudget,
 }
 
 /// The balancer's state and policies.  See the module comment.
@@ -166,6 +167,9 @@ pub struct Core {
     /// Answers to clients the core keeps no state for (refused by the
     /// access list), limited per address.
     stateless_answers: AddressBudgets,
+    /// Hashes clients served without a remote (the table full) to a
+    /// backend.  Randomly seeded, fixed for the process.
+    client_hasher: RandomState,
 }
 
 impl Core {
@@ -191,6 +195,7 @@ impl Core {
             started: now,
             repeat_logs: RepeatLogs::default(),
             stateless_answers: AddressBudgets::default(),
+            client_hasher: RandomState::default(),
         }
     }
 

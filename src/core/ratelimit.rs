@@ -40,6 +40,45 @@ impl RateLimit {
     }
 }
 
+/// Per-client log records ("new remote peer", a change of backend,
+/// "expiring remote entry") allowed a second: a flood of new addresses
+/// must not buy ten times its size in log.
+pub const PER_CLIENT_LOGS_PER_SECOND: u32 = 100;
+
+/// A budget of per-client log records a second; the rest are counted, and
+/// [`LogBudget::take_suppressed`] hands the count to a summary record.
+#[derive(Debug, Default)]
+pub struct LogBudget {
+    window: Option<Instant>,
+    used: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    /// Whether one more per-client record may be written at `now`.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        match self.window {
+            Some(w) if now.saturating_duration_since(w) < Duration::from_secs(1) => {}
+            _ => {
+                self.window = Some(now);
+                self.used = 0;
+            }
+        }
+        if self.used < PER_CLIENT_LOGS_PER_SECOND {
+            self.used += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+
+    /// Records suppressed since the last call, if any.
+    pub fn take_suppressed(&mut self) -> Option<u64> {
+        (self.suppressed > 0).then(|| std::mem::take(&mut self.suppressed))
+    }
+}
+
 /// Slots in an [`AddressBudgets`] table: 64 KiB.
 const BUDGET_SLOTS: usize = 8192;
 

@@ -16,9 +16,10 @@ use std::time::Duration;
 use slog::{debug, warn};
 use tokio::time::Instant;
 
-use super::assign::{AssignLog, assign};
+use super::assign::{AssignLog, Assigned, Table, assign};
 use super::{Core, Io, REPEAT_LOG_INTERVAL};
 use crate::backends::BackendId;
+use crate::remotes::RemoteStats;
 
 /// What to do with a connection offered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,15 +71,30 @@ impl Core {
             log: &self.log,
             no_backend: &mut self.repeat_logs.no_backend,
             no_backend_interval: self.cfg.timers.no_backend_log_interval,
+            per_client: &mut self.repeat_logs.per_client,
         };
-        let (rem, backend) = assign(&mut self.remotes, &mut self.backends, logs, ip, now);
+        let table = Table {
+            remotes: &mut self.remotes,
+            max: self.cfg.max_remotes,
+            hasher: &self.client_hasher,
+        };
+        let Assigned { remote, backend } = assign(table, &mut self.backends, logs, ip, now);
+        if remote.is_none() {
+            self.counters.untracked_connections += 1;
+        }
+        // A client served without a remote is counted nowhere else.
+        let mut untracked = RemoteStats::default();
+        let rem = match remote {
+            Some(rem) => &mut rem.stats,
+            None => &mut untracked,
+        };
         let Some(be_id) = backend else {
-            rem.stats.tcp_drop += 1;
+            rem.tcp_drop += 1;
             self.counters.tcp_dropped_no_backend += 1;
             return TcpVerdict::Refuse;
         };
         if self.tcp_open >= self.cfg.max_tcp_sessions {
-            rem.stats.tcp_drop += 1;
+            rem.tcp_drop += 1;
             self.counters.tcp_dropped_session_limit += 1;
             if self
                 .repeat_logs
@@ -91,11 +107,11 @@ impl Core {
             return TcpVerdict::Refuse;
         }
         let Some(be) = self.backends.get_mut(be_id) else {
-            rem.stats.tcp_drop += 1;
+            rem.tcp_drop += 1;
             self.counters.tcp_dropped_no_backend += 1;
             return TcpVerdict::Refuse;
         };
-        rem.stats.tcp += 1;
+        rem.tcp += 1;
         be.stats.tcp += 1;
         be.stats.conn_start += 1;
         self.tcp_open += 1;

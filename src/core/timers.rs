@@ -60,11 +60,15 @@ impl Core {
                 }
                 TimerKey::Scan => {
                     io.scan_directory();
+                    if let Some(n) = self.repeat_logs.per_client.take_suppressed() {
+                        info!(self.log, "per-client log records suppressed"; "count" => n,
+                            "limit_per_second" => super::ratelimit::PER_CLIENT_LOGS_PER_SECOND);
+                    }
                     let next = now + self.cfg.timers.scan_interval;
                     self.timeouts.set(TimerKey::Scan, next);
                 }
                 TimerKey::Rebalance => {
-                    self.rebalance();
+                    self.rebalance(now);
                     let next = now + self.cfg.timers.rebalance_interval;
                     self.timeouts.set(TimerKey::Rebalance, next);
                 }
@@ -97,12 +101,16 @@ impl Core {
     }
 
     fn expire_remotes(&mut self, now: Instant, io: &mut impl Io) {
-        let log = &self.log;
+        let (log, budget) = (&self.log, &mut self.repeat_logs.per_client);
         let expired = self.remotes.expire(
             now,
             self.cfg.timers.remote_expiry,
             &mut self.backends,
-            |ip| info!(log, "expiring remote entry"; "remote_ip" => %ip),
+            |ip| {
+                if budget.allow(now) {
+                    info!(log, "expiring remote entry"; "remote_ip" => %ip);
+                }
+            },
         );
         // Many remotes gone at once (a burst of clients has passed): give
         // the memory back to the system.
@@ -173,19 +181,19 @@ impl Core {
         }
     }
 
-    fn rebalance(&mut self) {
+    fn rebalance(&mut self, now: Instant) {
         let Some(plan) = self.backends.rebalance_plan() else {
             return;
         };
         trace!(self.log, "balancer spread statistics";
             "max_be_id" => plan.backend, "spread" => plan.spread,
             "ok_backends" => plan.ok_backends);
-        let log = &self.log;
-        self.remotes.unassign(
-            plan.backend,
-            plan.unassign,
-            &mut self.backends,
-            |ip| info!(log, "rebalancing to reduce spread"; "remote_ip" => ip.to_string()),
-        );
+        let (log, budget) = (&self.log, &mut self.repeat_logs.per_client);
+        self.remotes
+            .unassign(plan.backend, plan.unassign, &mut self.backends, |ip| {
+                if budget.allow(now) {
+                    info!(log, "rebalancing to reduce spread"; "remote_ip" => ip.to_string());
+                }
+            });
     }
 }

@@ -31,6 +31,8 @@ impl World {
             ("dropped_acl", c.dropped_acl),
             ("acl_answers", c.acl_answers),
             ("tcp_dropped_acl", c.tcp_dropped_acl),
+            ("untracked_queries", c.untracked_queries),
+            ("untracked_connections", c.untracked_connections),
             ("no_backend_answers", c.no_backend_answers),
             ("no_backend_rate_limited", c.no_backend_rate_limited),
             ("timeouts", c.timeouts),
@@ -97,6 +99,15 @@ impl World {
             if n > 2 * asked {
                 v.push(format!("{key:?} reached backends {n} times, asked {asked}"));
             }
+        }
+
+        // The remote table stays within its bound.
+        if self.core.remotes().len() > self.cfg.max_remotes {
+            v.push(format!(
+                "{} remotes > {}",
+                self.core.remotes().len(),
+                self.cfg.max_remotes
+            ));
         }
 
         // A client the access list refuses has no remote.

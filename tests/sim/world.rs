@@ -164,6 +164,8 @@ fn config(rng: &mut Rng) -> Config {
     let no_backend = *rng.pick(&["servfail", "refused", "drop"]);
     let on_timeout = *rng.pick(&["servfail", "drop"]);
     let acl_action = *rng.pick(&["refused", "drop"]);
+    // Half the seeds run with a remote table smaller than the clients.
+    let max_remotes = *rng.pick(&["30", "1000000"]);
     let args: Vec<String> = [
         "-s",
         "/sim",
@@ -219,6 +221,8 @@ fn config(rng: &mut Rng) -> Config {
         "fd00::20/124",
         "--acl-action",
         acl_action,
+        "--max-remotes",
+        max_remotes,
     ]
     .iter()
     .map(|s| s.to_string())

@@ -152,6 +152,12 @@ fn encode_summary(s: &Summary, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
     one(enc, &INFLIGHT, Gauge(s.inflight as u64))?;
     one(enc, &TCP_SESSIONS_OPEN, Gauge(s.tcp_sessions_open as u64))?;
     one(enc, &LOG_RECORDS_DROPPED, Counter(s.log_records_dropped))?;
+    one(enc, &UNTRACKED_QUERIES, Counter(c.untracked_queries))?;
+    one(
+        enc,
+        &UNTRACKED_CONNECTIONS,
+        Counter(c.untracked_connections),
+    )?;
     one(enc, &UDP_RECEIVED, Counter(c.udp_received))?;
     one(enc, &UDP_FORWARDED, Counter(c.udp_forwarded))?;
     // The rows of each labelled family come from the counters' one

@@ -79,6 +79,10 @@ metrics! {
         "UDP queries forwarded and not yet answered or timed out.";
     TCP_SESSIONS_OPEN: GAUGE "mname_balancer_tcp_sessions_open" None, []
         "Client TCP connections being relayed now.";
+    UNTRACKED_QUERIES: COUNTER "mname_balancer_untracked_queries" None, []
+        "Queries from new clients served without a remote entry (the table at --max-remotes).";
+    UNTRACKED_CONNECTIONS: COUNTER "mname_balancer_untracked_connections" None, []
+        "TCP connections from new clients served without a remote entry.";
     LOG_RECORDS_DROPPED: COUNTER "mname_balancer_log_records_dropped" None, []
         "Log records dropped because the log's reader fell behind.";
     UDP_RECEIVED: COUNTER "mname_balancer_udp_received" None, []
