@@ -51,10 +51,22 @@ pub struct Remote {
     pub first_seen_ms: u64,
     pub last_seen_ms: u64,
     pub stats: RemoteStats,
-    /// The second (of the balancer's clock) in which answers were last
-    /// synthesized for this remote, and how many: a per-remote rate limit.
-    synth_second: u32,
-    synth_count: u32,
+    /// The second (of the balancer's clock) the two counts below are for:
+    /// answers synthesized for this remote (`--synth-rate`) and queries
+    /// it sent (`--max-qps-per-client`).  One window for both keeps a
+    /// remote at 64 bytes.
+    window_second: u32,
+    synth_count: u16,
+    query_count: u16,
+}
+
+/// What the per-client query rate limit says of one query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryRate {
+    /// Within the rate.
+    Within,
+    /// The `n`-th query past the rate in this second (1, 2, ...).
+    Over(u16),
 }
 
 /// A change of assignment worth a log line, in the original's words.
@@ -98,8 +110,9 @@ impl Remote {
             first_seen_ms: now_ms,
             last_seen_ms: now_ms,
             stats: RemoteStats::default(),
-            synth_second: 0,
+            window_second: 0,
             synth_count: 0,
+            query_count: 0,
         }
     }
 
@@ -108,15 +121,31 @@ impl Remote {
     /// bigger than the query, but are still limited so the balancer cannot
     /// be used to aim traffic at a spoofed address.
     pub fn allow_synthesized(&mut self, second: u32, per_second: u32) -> bool {
-        if self.synth_second != second {
-            self.synth_second = second;
-            self.synth_count = 0;
-        }
-        if self.synth_count >= per_second {
+        self.roll_window(second);
+        if u32::from(self.synth_count) >= per_second {
             return false;
         }
-        self.synth_count += 1;
+        self.synth_count = self.synth_count.saturating_add(1);
         true
+    }
+
+    /// Count one query in second `second` against `per_second` (at most
+    /// 65,535: the count is 16 bits).
+    pub fn count_query(&mut self, second: u32, per_second: u32) -> QueryRate {
+        self.roll_window(second);
+        self.query_count = self.query_count.saturating_add(1);
+        match u32::from(self.query_count).checked_sub(per_second) {
+            Some(over) if over > 0 => QueryRate::Over(over as u16),
+            _ => QueryRate::Within,
+        }
+    }
+
+    fn roll_window(&mut self, second: u32) {
+        if self.window_second != second {
+            self.window_second = second;
+            self.synth_count = 0;
+            self.query_count = 0;
+        }
     }
 
     fn clear_primary(&mut self, backends: &mut Backends) {

@@ -47,6 +47,12 @@ pub struct Config {
     /// `--max-remotes`: client hosts tracked at most; new ones past it are
     /// served without a remote entry.
     pub max_remotes: usize,
+    /// `--max-qps-per-client`: queries a client may send a second; past
+    /// it they are dropped (0: no limit).
+    pub max_qps_per_client: u32,
+    /// `--rate-limit-slip`: every this many queries past the rate get a
+    /// TC=1 answer instead of nothing (0: never).
+    pub rate_limit_slip: u32,
 }
 
 /// `--on-timeout`: what a client gets when its query times out.
@@ -97,6 +103,11 @@ pub const DEFAULT_UDP_RECV_BUFFER: usize = 4 * 1024 * 1024;
 /// (Binder's see thousands), and a spoofed flood stops growing there.
 pub const DEFAULT_MAX_REMOTES: usize = 1_000_000;
 
+/// BIND's RRL default: every second query past the rate gets a TC=1
+/// answer, so a real resolver soon retries over TCP while a spoofed victim
+/// receives at most half the (small) answers.
+pub const DEFAULT_RATE_LIMIT_SLIP: u32 = 2;
+
 impl Config {
     /// A configuration with the original's defaults for `socket_dir`.
     pub fn new(socket_dir: PathBuf) -> Self {
@@ -119,6 +130,8 @@ impl Config {
             udp_recv_buffer: DEFAULT_UDP_RECV_BUFFER,
             acl: Acl::default(),
             max_remotes: DEFAULT_MAX_REMOTES,
+            max_qps_per_client: 0,
+            rate_limit_slip: DEFAULT_RATE_LIMIT_SLIP,
         }
     }
 }

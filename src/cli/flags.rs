@@ -163,6 +163,18 @@ pub(super) fn options() -> Options {
         "client hosts tracked at most; new ones past it get a backend by a hash of their address (default 1000000)",
         "N",
     );
+    o.optopt(
+        "",
+        "max-qps-per-client",
+        "queries a client IP may send a second, at most 65535; past it they are dropped (default 0: no limit)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "rate-limit-slip",
+        "every K-th query past the rate gets a TC=1 answer (retry over TCP); 0: never (default 2)",
+        "K",
+    );
     o.optmulti(
         "",
         "allow",

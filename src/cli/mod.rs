@@ -135,6 +135,21 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
         })?;
     c.synth_rate =
         u32::try_from(synth_rate).map_err(|_| CliError::CountTooLarge { flag: "synth-rate" })?;
+    for (name, field) in [
+        ("max-qps-per-client", &mut c.max_qps_per_client),
+        ("rate-limit-slip", &mut c.rate_limit_slip),
+    ] {
+        if let Some(v) = m.opt_str(name) {
+            *field = v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= u32::from(u16::MAX))
+                .ok_or_else(|| CliError::BadCount {
+                    flag: name,
+                    value: v.clone(),
+                })?;
+        }
+    }
     if let Some(path) = m.opt_str("S") {
         let path = PathBuf::from(path);
         if inside_dir(&path, &c.socket_dir) {

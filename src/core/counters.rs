@@ -80,6 +80,8 @@ declare_counters! {
     dropped_stuck => "mname_balancer_udp_dropped" reason "stuck";
     /// Queries refused because the in-flight table was full.
     dropped_inflight_full => "mname_balancer_udp_dropped" reason "inflight_full";
+    /// Queries past the client's `--max-qps-per-client`.
+    dropped_rate_limited => "mname_balancer_udp_dropped" reason "rate_limit";
     /// Datagrams from clients the access list refuses.
     dropped_acl => "mname_balancer_udp_dropped" reason "acl";
     /// Answers synthesized because no backend could take the query.
@@ -90,6 +92,8 @@ declare_counters! {
     timeouts => "mname_balancer_udp_timeouts";
     /// SERVFAILs sent for timed-out queries.
     timeout_answers => "mname_balancer_synthesized_answers" reason "timeout";
+    /// TC=1 answers sent to rate-limited clients (`--rate-limit-slip`).
+    slip_answers => "mname_balancer_synthesized_answers" reason "slip";
     /// REFUSEDs sent to clients the access list refuses.
     acl_answers => "mname_balancer_synthesized_answers" reason "acl";
     /// Answers that arrived after their query timed out.
@@ -190,7 +194,7 @@ mod tests {
             ..Counters::default()
         };
         let rows = c.reasons_of("mname_balancer_udp_dropped");
-        assert_eq!(rows.len(), 8);
+        assert_eq!(rows.len(), 9);
         assert!(rows.contains(&("short", 3)));
         assert_eq!(c.udp_dropped(), 7);
     }

@@ -30,7 +30,7 @@ use super::intake::{self, Refusal};
 use super::{Core, Io, REPEAT_LOG_INTERVAL, synth};
 use crate::acl::AclAction;
 use crate::cli::NoBackend;
-use crate::remotes::RemoteStats;
+use crate::remotes::{QueryRate, RemoteStats};
 use mname_balancer_protocol::{self as frame, MAX_PAYLOAD, UDP6_HEADER_LEN};
 
 /// One received datagram, in a buffer with room for a frame header in
@@ -142,6 +142,32 @@ impl Core {
         let Assigned { remote, backend } = assign(table, &mut self.backends, logs, ip, now);
         if remote.is_none() {
             self.counters.untracked_queries += 1;
+        }
+        let mut remote = remote;
+        let limit = self.cfg.max_qps_per_client;
+        if limit > 0 {
+            let rate = match remote.as_deref_mut() {
+                Some(rem) => rem.count_query(second, limit),
+                // Untracked: a budget per address, and slips counted
+                // across them all.
+                None if self.untracked_queries.allow(ip, second, limit) => QueryRate::Within,
+                None => QueryRate::Over((self.counters.dropped_rate_limited + 1) as u16),
+            };
+            if let QueryRate::Over(n) = rate {
+                self.counters.dropped_rate_limited += 1;
+                if let Some(rem) = remote {
+                    rem.stats.udp_drop += 1;
+                }
+                let slip = self.cfg.rate_limit_slip;
+                if slip > 0
+                    && u32::from(n) % slip == 0
+                    && let Some(answer) = synth::truncated_answer(dgram.payload())
+                    && io.send_synthesized(dgram.reply_path, dgram.src, &answer)
+                {
+                    self.counters.slip_answers += 1;
+                }
+                return;
+            }
         }
         let Some(be_id) = backend else {
             self.counters.dropped_no_backend += 1;

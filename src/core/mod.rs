@@ -167,6 +167,8 @@ pub struct Core {
     /// Answers to clients the core keeps no state for (refused by the
     /// access list), limited per address.
     stateless_answers: AddressBudgets,
+    /// `--max-qps-per-client` for clients served without a remote.
+    untracked_queries: AddressBudgets,
     /// Hashes clients served without a remote (the table full) to a
     /// backend.  Randomly seeded, fixed for the process.
     client_hasher: RandomState,
@@ -195,6 +197,7 @@ impl Core {
             started: now,
             repeat_logs: RepeatLogs::default(),
             stateless_answers: AddressBudgets::default(),
+            untracked_queries: AddressBudgets::default(),
             client_hasher: RandomState::default(),
         }
     }

@@ -13,6 +13,17 @@
 
 use hickory_proto::op::{Edns, Message, MessageType, ResponseCode};
 
+/// An empty answer to `query` with TC=1 (NOERROR, question echoed): "ask
+/// again over TCP".  What a rate-limited client gets now and then
+/// (`--rate-limit-slip`), so a real resolver retries over TCP, where its
+/// address is proven, while a spoofed victim gets nothing larger than the
+/// query.
+pub fn truncated_answer(query: &[u8]) -> Option<Vec<u8>> {
+    let mut a = Message::from_vec(&error_answer(query, ResponseCode::NoError)?).ok()?;
+    a.metadata.truncation = true;
+    a.to_vec().ok()
+}
+
 /// An answer to `query` that carries only `rcode`.  `None` if the query does
 /// not parse (intake lets through only queries whose question parses, but
 /// the rest of the message may still be broken).
@@ -69,6 +80,15 @@ mod tests {
         assert!(!a.metadata.authoritative);
         assert_eq!(a.queries, Message::from_vec(&query(false)).unwrap().queries);
         assert!(a.answers.is_empty() && a.edns.is_none());
+    }
+
+    #[test]
+    fn truncated_answer_sets_tc_and_nothing_else() {
+        let a = Message::from_vec(&truncated_answer(&query(false)).unwrap()).unwrap();
+        assert!(a.metadata.truncation);
+        assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(a.metadata.id, 4321);
+        assert!(a.answers.is_empty());
     }
 
     #[test]

@@ -32,6 +32,8 @@ impl World {
             ("acl_answers", c.acl_answers),
             ("tcp_dropped_acl", c.tcp_dropped_acl),
             ("untracked_queries", c.untracked_queries),
+            ("dropped_rate_limited", c.dropped_rate_limited),
+            ("slip_answers", c.slip_answers),
             ("untracked_connections", c.untracked_connections),
             ("no_backend_answers", c.no_backend_answers),
             ("no_backend_rate_limited", c.no_backend_rate_limited),

@@ -166,6 +166,7 @@ fn config(rng: &mut Rng) -> Config {
     let acl_action = *rng.pick(&["refused", "drop"]);
     // Half the seeds run with a remote table smaller than the clients.
     let max_remotes = *rng.pick(&["30", "1000000"]);
+    let max_qps = *rng.pick(&["0", "4"]);
     let args: Vec<String> = [
         "-s",
         "/sim",
@@ -223,6 +224,8 @@ fn config(rng: &mut Rng) -> Config {
         acl_action,
         "--max-remotes",
         max_remotes,
+        "--max-qps-per-client",
+        max_qps,
     ]
     .iter()
     .map(|s| s.to_string())
