@@ -14,6 +14,8 @@
 //!     cargo build --release --workspace --bins          # mname-demo-backend
 //!     cargo bench --bench remotes_scale                 # 1,000,000 remotes
 //!     REMOTES=100000 cargo bench --bench remotes_scale  # quicker
+//!     REMOTES=500000 MAX_REMOTES=100000 cargo bench --bench remotes_scale
+//!                                                       # RSS past the table's bound
 //!
 //! Not a test: it prints figures; targets are judged by a person.
 
@@ -136,6 +138,9 @@ fn main() {
         .tempdir_in("/tmp")
         .unwrap();
     let expiry = EXPIRY_SECS.to_string();
+    // MAX_REMOTES=N runs the balancer with --max-remotes N: past it, RSS
+    // must stay flat while every address is still answered.
+    let max_remotes = std::env::var("MAX_REMOTES").unwrap_or_else(|_| "100000000".into());
     let setup = common::start(
         dir.path(),
         PORT,
@@ -148,6 +153,8 @@ fn main() {
             "1h",
             "--synth-rate",
             "1000",
+            "--max-remotes",
+            &max_remotes,
         ],
     );
     let (pid, to, stats) = (setup.balancer_pid, setup.to, setup.stats.clone());
