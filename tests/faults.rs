@@ -312,3 +312,62 @@ async fn a_backend_whose_backlog_is_full_never_stalls_the_loop() {
     });
     drop(listener);
 }
+
+#[tokio::test]
+async fn a_backend_closing_a_tcp_session_mid_answer_closes_only_that_client() {
+    let dir = sockdir();
+    raw_backend(&dir.path().join("5300"), |mut s, first| {
+        if first != 3 {
+            put(&mut s, &[1001]);
+            return behave(s);
+        }
+        let mut addr_port = [0u8; 8];
+        if s.read_exact(&mut addr_port).is_err() {
+            return;
+        }
+        put(&mut s, &[1003]);
+        let mut len = [0u8; 2];
+        if s.read_exact(&mut len).is_err() {
+            return;
+        }
+        let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+        if s.read_exact(&mut q).is_err() {
+            return;
+        }
+        // A length prefix of 100 bytes, then 5 of them, then gone.
+        let _ = s.write_all(&[0, 100, 1, 2, 3, 4, 5]);
+    });
+    let bal = Balancer::start(dir.path(), FAST_TIMERS);
+    bal.wait_established(1);
+    let to = bal.target();
+    let mut c = tcp_connect(lo(41), to).await;
+    tcp_send(&mut c, &query("www.example.com.", RecordType::A, 4141)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(
+        DEADLINE,
+        tokio::io::AsyncReadExt::read_to_end(&mut c, &mut got),
+    )
+    .await;
+    assert!(read.is_ok(), "the client's connection was closed");
+    assert_eq!(
+        got,
+        [0, 100, 1, 2, 3, 4, 5],
+        "what the backend sent, then the end"
+    );
+    // Only that session ended: the backend's control link is up (no
+    // fault), and the next client's session is served the same way.
+    let mut d = tcp_connect(lo(42), to).await;
+    tcp_send(&mut d, &query("www.example.com.", RecordType::A, 4242)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(
+        DEADLINE,
+        tokio::io::AsyncReadExt::read_to_end(&mut d, &mut got),
+    )
+    .await;
+    assert!(read.is_ok() && got.len() == 7, "{got:?}");
+    assert_eq!(
+        bal.proc
+            .count("backend faulted (reset and reconnect)", |_| true),
+        0
+    );
+}
