@@ -42,6 +42,7 @@ mod ratelimit;
 pub mod snapshot;
 pub mod synth;
 mod tcp;
+pub mod tcp_messages;
 mod timers;
 
 use std::collections::HashMap;
