@@ -52,14 +52,56 @@ fn new_socket(addr: SocketAddr, ty: Type, proto: Protocol, v6_only: bool) -> io:
 
 /// Bind the UDP and TCP listeners on every listen address, on one port.
 /// With port 0, the first UDP socket picks a free port and every other
-/// socket binds the same number.
+/// socket binds the same number; if another process holds that number for
+/// TCP (or on another address), a new number is picked, a few times.
 pub fn bind(config: &Config, log: &Logger) -> io::Result<Listeners> {
-    let with_context = |what: &str, addr: SocketAddr, e: io::Error| {
-        error!(log, "{}", what; "address" => addr.ip().to_string(),
-            "port" => addr.port().to_string(), "errno" => e.raw_os_error().unwrap_or(0),
-            "strerror" => e.to_string());
-        io::Error::new(e.kind(), format!("{what} {addr}: {e}"))
+    let tries = if config.port == 0 { PORT_ZERO_TRIES } else { 1 };
+    let mut failure = None;
+    for _ in 0..tries {
+        match bind_once(config) {
+            Ok(listeners) => {
+                for (udp, tcp) in listeners.udp.iter().zip(&listeners.tcp) {
+                    for (what, addr) in [
+                        ("listening for UDP packets", udp.local_addr()?),
+                        ("listening for TCP packets", tcp.local_addr()?),
+                    ] {
+                        info!(log, "{}", what;
+                            "address" => addr.ip().to_string(), "port" => addr.port().to_string());
+                    }
+                }
+                return Ok(listeners);
+            }
+            Err(f) if f.error.kind() == io::ErrorKind::AddrInUse => failure = Some(f),
+            Err(f) => {
+                failure = Some(f);
+                break;
+            }
+        }
+    }
+    let Some(BindFailure { what, addr, error }) = failure else {
+        return Err(io::Error::other("no listen address"));
     };
+    error!(log, "{}", what; "address" => addr.ip().to_string(),
+        "port" => addr.port().to_string(), "errno" => error.raw_os_error().unwrap_or(0),
+        "strerror" => error.to_string());
+    Err(io::Error::new(
+        error.kind(),
+        format!("{what} {addr}: {error}"),
+    ))
+}
+
+/// With `-p 0`, how many port numbers are tried before giving up.
+const PORT_ZERO_TRIES: usize = 16;
+
+/// What failed to bind, and where.
+struct BindFailure {
+    what: &'static str,
+    addr: SocketAddr,
+    error: io::Error,
+}
+
+/// One attempt at binding every listener on one port.
+fn bind_once(config: &Config) -> Result<Listeners, BindFailure> {
     let any_v4 = config.listen_addrs.iter().any(IpAddr::is_ipv4);
     let mut port = config.port;
     let mut listeners = Listeners {
@@ -68,17 +110,17 @@ pub fn bind(config: &Config, log: &Logger) -> io::Result<Listeners> {
     };
     for &ip in &config.listen_addrs {
         let addr = SocketAddr::new(ip, port);
+        let failed = |what, addr| move |error| BindFailure { what, addr, error };
         let udp = new_socket(addr, Type::DGRAM, Protocol::UDP, any_v4)
             .and_then(|s| {
                 s.bind(&addr.into())?;
                 UdpSocket::from_std(s.into())
             })
-            .map_err(|e| with_context("failed to bind UDP listen socket", addr, e))?;
-        let udp_addr = udp.local_addr()?;
-        port = udp_addr.port();
-        info!(log, "listening for UDP packets";
-            "address" => udp_addr.ip().to_string(), "port" => port.to_string());
-
+            .map_err(failed("failed to bind UDP listen socket", addr))?;
+        port = udp
+            .local_addr()
+            .map_err(failed("failed to bind UDP listen socket", addr))?
+            .port();
         let tcp_addr = SocketAddr::new(ip, port);
         let tcp = new_socket(tcp_addr, Type::STREAM, Protocol::TCP, any_v4)
             .and_then(|s| {
@@ -87,9 +129,7 @@ pub fn bind(config: &Config, log: &Logger) -> io::Result<Listeners> {
                 s.listen(TCP_BACKLOG)?;
                 TcpListener::from_std(s.into())
             })
-            .map_err(|e| with_context("failed to create TCP listen socket", tcp_addr, e))?;
-        info!(log, "listening for TCP packets";
-            "address" => tcp_addr.ip().to_string(), "port" => port.to_string());
+            .map_err(failed("failed to create TCP listen socket", tcp_addr))?;
         listeners.udp.push(udp);
         listeners.tcp.push(tcp);
     }
