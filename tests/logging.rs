@@ -30,6 +30,16 @@ fn free_port() -> u16 {
     }
 }
 
+/// The balancer, killed by its PID however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_reader_that_stalls_never_stalls_dns() {
     let dir = sockdir();
@@ -37,26 +47,28 @@ async fn a_log_reader_that_stalls_never_stalls_dns() {
     let stats_dir = sockdir();
     let sock = stats_dir.path().join("stats.sock");
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mname-balancer"))
-        .args([
-            "-b",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-l",
-            "debug",
-            "-s",
-        ])
-        .arg(dir.path())
-        .arg("-S")
-        .arg(&sock)
-        .env_remove("LOG_LEVEL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the balancer");
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_mname-balancer"))
+            .args([
+                "-b",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-l",
+                "debug",
+                "-s",
+            ])
+            .arg(dir.path())
+            .arg("-S")
+            .arg(&sock)
+            .env_remove("LOG_LEVEL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the balancer"),
+    );
     // Nobody reads this pipe until the clients have been served.
-    let stdout = child.stdout.take().expect("stdout");
+    let stdout = child.0.stdout.take().expect("stdout");
     let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
 
     let start = Instant::now();
@@ -129,8 +141,7 @@ async fn a_log_reader_that_stalls_never_stalls_dns() {
         assert!(start.elapsed() < DEADLINE, "no drop counted");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let _ = reader.join();
     assert!(
         unanswered.is_empty(),
