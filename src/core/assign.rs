@@ -22,6 +22,31 @@ use super::{LogBudget, RateLimit};
 use crate::backends::{BackendId, Backends, Need};
 use crate::remotes::{Choice, Remote, Remotes};
 
+/// [`assign`] over a core's own tables: a macro, not a method, so that the
+/// borrows are of fields and the caller can go on counting (on the remote
+/// it gets back, and on the core's counters) while it holds them.
+macro_rules! assign_client {
+    ($core:ident, $ip:expr, $now:expr) => {
+        $crate::core::assign::assign(
+            $crate::core::assign::Table {
+                remotes: &mut $core.remotes,
+                max: $core.cfg.max_remotes,
+                hasher: &$core.client_hasher,
+            },
+            &mut $core.backends,
+            $crate::core::assign::AssignLog {
+                log: &$core.log,
+                no_backend: &mut $core.repeat_logs.no_backend,
+                no_backend_interval: $core.cfg.timers.no_backend_log_interval,
+                per_client: &mut $core.repeat_logs.per_client,
+            },
+            $ip,
+            $now,
+        )
+    };
+}
+pub(super) use assign_client;
+
 /// Log a change of a remote's backend in the original's words.
 pub(super) fn log_reassignment(log: &Logger, ip: &IpAddr, choice: &Choice) {
     if let Some(change) = choice.change {

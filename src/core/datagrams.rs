@@ -24,7 +24,7 @@ use hickory_proto::op::ResponseCode;
 use slog::{debug, warn};
 use tokio::time::Instant;
 
-use super::assign::{AssignLog, Assigned, Table, assign};
+use super::assign::{Assigned, assign_client};
 use super::inflight::{self, QueryKey, Unmatched};
 use super::intake::{self, Refusal};
 use super::{Core, Io, REPEAT_LOG_INTERVAL, synth};
@@ -128,18 +128,7 @@ impl Core {
             }
         };
         let second = now.saturating_duration_since(self.started).as_secs() as u32;
-        let logs = AssignLog {
-            log: &self.log,
-            no_backend: &mut self.repeat_logs.no_backend,
-            no_backend_interval: self.cfg.timers.no_backend_log_interval,
-            per_client: &mut self.repeat_logs.per_client,
-        };
-        let table = Table {
-            remotes: &mut self.remotes,
-            max: self.cfg.max_remotes,
-            hasher: &self.client_hasher,
-        };
-        let Assigned { remote, backend } = assign(table, &mut self.backends, logs, ip, now);
+        let Assigned { remote, backend } = assign_client!(self, ip, now);
         if remote.is_none() {
             self.counters.untracked_queries += 1;
         }

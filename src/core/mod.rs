@@ -47,7 +47,7 @@ mod timers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
@@ -334,10 +334,5 @@ impl Core {
                 .new(o!("be_id" => id, "be_path" => be.path.display().to_string())),
             None => self.log.new(o!("be_id" => id)),
         }
-    }
-
-    /// The paths of every known backend (tests).
-    pub fn backend_paths(&self) -> Vec<PathBuf> {
-        self.backends.iter().map(|b| b.path.clone()).collect()
     }
 }

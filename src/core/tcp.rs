@@ -16,7 +16,7 @@ use std::time::Duration;
 use slog::{debug, warn};
 use tokio::time::Instant;
 
-use super::assign::{AssignLog, Assigned, Table, assign};
+use super::assign::{Assigned, assign_client};
 use super::{Core, Io, REPEAT_LOG_INTERVAL};
 use crate::backends::BackendId;
 use crate::remotes::RemoteStats;
@@ -67,18 +67,7 @@ impl Core {
             self.counters.tcp_dropped_acl += 1;
             return TcpVerdict::Refuse;
         }
-        let logs = AssignLog {
-            log: &self.log,
-            no_backend: &mut self.repeat_logs.no_backend,
-            no_backend_interval: self.cfg.timers.no_backend_log_interval,
-            per_client: &mut self.repeat_logs.per_client,
-        };
-        let table = Table {
-            remotes: &mut self.remotes,
-            max: self.cfg.max_remotes,
-            hasher: &self.client_hasher,
-        };
-        let Assigned { remote, backend } = assign(table, &mut self.backends, logs, ip, now);
+        let Assigned { remote, backend } = assign_client!(self, ip, now);
         if remote.is_none() {
             self.counters.untracked_connections += 1;
         }

@@ -274,11 +274,6 @@ impl Links {
             };
         }
     }
-
-    /// Bytes queued toward backend `id` (tests).
-    pub fn queued(&self, id: BackendId) -> usize {
-        self.links.get(&id).map_or(0, |l| l.out.len())
-    }
 }
 
 #[cfg(test)]

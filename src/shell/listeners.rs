@@ -6,14 +6,12 @@
 //! (or a test) knows the port before any traffic flows; under systemd
 //! they are inherited instead ([`crate::ops::activation`]).
 
-use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::task::Poll;
 
 use slog::{Logger, error, info};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 
 use crate::cli::Config;
 
@@ -134,17 +132,4 @@ fn bind_once(config: &Config) -> Result<Listeners, BindFailure> {
         listeners.tcp.push(tcp);
     }
     Ok(listeners)
-}
-
-/// Accept from whichever listener has a connection waiting.
-pub async fn accept_any(listeners: &[TcpListener]) -> io::Result<(TcpStream, SocketAddr)> {
-    poll_fn(|cx| {
-        for l in listeners {
-            if let Poll::Ready(r) = l.poll_accept(cx) {
-                return Poll::Ready(r);
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }

@@ -141,11 +141,6 @@ enum Wake {
     Timer,
 }
 
-enum WakeKind {
-    Io,
-    Other,
-}
-
 /// The loop's state: the core and the sockets it drives.
 struct Shell {
     core: Core,
@@ -230,10 +225,7 @@ pub async fn run(
         };
         let now = Instant::now();
         let mut ready = IoReady::default();
-        let wake_kind = match &wake {
-            Wake::Io(_) => WakeKind::Io,
-            _ => WakeKind::Other,
-        };
+        let did_io = matches!(wake, Wake::Io(_));
         match wake {
             Wake::Shutdown => break,
             Wake::Signal(sig) => shell.with_io(|core, io| core.on_signal(now, sig, io)),
@@ -263,7 +255,7 @@ pub async fn run(
             shell.with_io(|core, io| core.handle_timeout(now, io));
         }
         shell.settle();
-        if matches!(wake_kind, WakeKind::Io) {
+        if did_io {
             tokio::task::yield_now().await;
         }
     }
