@@ -53,6 +53,17 @@ pub struct Timers {
     /// How long a TCP session may wait for the backend's INBOUND_TCP_OK.  A
     /// backend that cannot accept a session in 10 s is faulted.
     pub tcp_connect_timeout: Duration,
+    /// How long a client TCP connection may sit idle (no query outstanding,
+    /// no byte either way) before it is closed.  RFC 7766 asks for seconds;
+    /// 10 s is Knot's and CoreDNS's choice, between dnsdist's 2 s and
+    /// BIND's and Unbound's 30 s: a resolver reusing its connection for a
+    /// burst of queries keeps it, and an idle one never holds a slot
+    /// another client needs anyway (it is evicted at `--max-tcp-sessions`).
+    pub tcp_idle_timeout: Duration,
+    /// How long a client's message may take to arrive whole, from its first
+    /// byte.  A query is one segment; 5 s allows a slow, lossy path while a
+    /// sender that stops half-way ("slowloris") holds its slot no longer.
+    pub tcp_read_timeout: Duration,
     /// The "no backends available" error is logged at most this often, so a
     /// total outage cannot fill the disk.
     pub no_backend_log_interval: Duration,
@@ -89,6 +100,8 @@ impl Default for Timers {
             remote_expiry: Duration::from_secs(5 * 60),
             expiry_sweep: Duration::from_secs(30),
             tcp_connect_timeout: Duration::from_secs(10),
+            tcp_idle_timeout: Duration::from_secs(10),
+            tcp_read_timeout: Duration::from_secs(5),
             no_backend_log_interval: Duration::from_secs(5),
             query_timeout: Duration::from_secs(2),
             unanswered_threshold: Duration::from_millis(500),

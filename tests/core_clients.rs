@@ -48,7 +48,7 @@ fn clients_the_acl_refuses_get_refused_and_leave_no_state() {
     assert_eq!(s.io.frames_to(5300), [frame_type::INBOUND_UDP], "allowed");
     let peer: SocketAddr = "10.9.0.2:5000".parse().expect("address");
     assert_eq!(
-        s.core.on_tcp_offered(s.now, peer),
+        s.core.on_tcp_offered(s.now, peer, &NoSessions),
         mname_balancer::core::TcpVerdict::Refuse
     );
     assert_eq!(s.core.counters().tcp_dropped_acl, 1);

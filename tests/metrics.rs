@@ -326,12 +326,19 @@ async fn counters_match_the_traffic_sent() {
             ("mname_balancer_udp_dropped_total", 9),
             ("mname_balancer_answers_dropped_total", 2),
             ("mname_balancer_synthesized_answers_total", 4),
-            ("mname_balancer_tcp_dropped_total", 3),
+            ("mname_balancer_tcp_dropped_total", 4),
         ] {
             let by_reason = s.by(family, "reason");
             assert_eq!(by_reason.len(), n, "{family}: {by_reason:?}");
             assert!(by_reason.values().all(|v| *v == 0.0), "{by_reason:?}");
         }
+        let closed = s.by("mname_balancer_tcp_closed_total", "reason");
+        assert_eq!(closed.len(), 11, "{closed:?}");
+        assert_eq!(
+            closed.values().sum::<f64>() + get("mname_balancer_tcp_sessions_open", &[]),
+            3.0,
+            "every session accepted is open or closed: {closed:?}"
+        );
 
         let mut remotes = 0.0;
         for be in BACKENDS {

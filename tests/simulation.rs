@@ -21,6 +21,7 @@ mod sim {
     pub mod dns;
     pub mod invariants;
     pub mod rng;
+    pub mod tcp;
     pub mod world;
 }
 

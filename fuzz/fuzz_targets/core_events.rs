@@ -16,11 +16,25 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use mname_balancer::cli::{self, Command};
-use mname_balancer::core::{Core, Datagram, Io, QueueFull, SessionEnd, Signal, TcpVerdict};
+use mname_balancer::core::{
+    Core, Datagram, Io, QueueFull, SessionActivity, SessionEnd, SessionId, Signal, TcpClose,
+    TcpVerdict,
+};
 use mname_balancer_protocol::UDP6_HEADER_LEN;
 use tokio::time::Instant;
 
 const BACKENDS: [u32; 3] = [5300, 5301, 5302];
+
+/// The sessions open: id, backend, idle since.
+type Open = Vec<(SessionId, u32, Option<Instant>)>;
+
+struct Idle<'a>(&'a Open);
+
+impl SessionActivity for Idle<'_> {
+    fn evictable_since(&self, id: SessionId) -> Option<Instant> {
+        self.0.iter().find(|(s, ..)| *s == id)?.2
+    }
+}
 
 #[derive(Default)]
 struct Recorder {
@@ -103,7 +117,7 @@ fuzz_target!(|data: &[u8]| {
     let mut io = Recorder::default();
     core.start(now, &mut io);
     let mut datagrams = 0u64;
-    let mut sessions: Vec<u32> = Vec::new();
+    let mut sessions: Open = Vec::new();
     let mut bytes = data.iter().copied();
     while let Some(op) = bytes.next() {
         let arg = bytes.next().unwrap_or(0);
@@ -148,18 +162,28 @@ fuzz_target!(|data: &[u8]| {
             5 => now += Duration::from_millis(u64::from(arg) * 20),
             6 => {
                 let peer = SocketAddr::new(IpAddr::from([10, 0, 0, arg % 9]), 2000);
-                if let TcpVerdict::Admit(plan) = core.on_tcp_offered(now, peer) {
-                    sessions.push(plan.backend);
+                let activity = Idle(&sessions);
+                if let TcpVerdict::Admit { plan, evict } = core.on_tcp_offered(now, peer, &activity)
+                {
+                    if let Some(victim) = evict {
+                        if !sessions.iter().any(|(id, _, idle)| *id == victim && idle.is_some()) {
+                            panic!("evicted {victim:?}, not an idle session");
+                        }
+                        sessions.retain(|(id, ..)| *id != victim);
+                    }
+                    let idle = (arg & 1 == 0).then_some(now);
+                    sessions.push((plan.session, plan.backend, idle));
                 }
             }
             7 => {
-                if let Some(backend) = sessions.pop() {
-                    let end = match arg % 3 {
-                        0 => SessionEnd::Done,
+                if let Some((id, backend, _)) = sessions.pop() {
+                    let end = match arg % 4 {
+                        0 => SessionEnd::Closed(TcpClose::Finished),
                         1 => SessionEnd::OkTimeout,
+                        2 => SessionEnd::Closed(TcpClose::Idle),
                         _ => SessionEnd::ConnectFailed,
                     };
-                    core.on_session_ended(now, backend, end, &mut io);
+                    core.on_session_ended(now, id, backend, end, &mut io);
                 }
             }
             8 => {
@@ -205,6 +229,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(core.remotes().len() <= max_remotes);
         assert!(core.tcp_sessions_open() <= max_tcp);
         assert_eq!(core.tcp_sessions_open(), sessions.len());
+        let c = core.counters();
+        assert_eq!(
+            c.tcp_accepted,
+            c.tcp_dropped() + c.tcp_closed() + sessions.len() as u64
+        );
         for be in core.backends().iter() {
             assert!(core.inflight().count_for(be.id) <= per_backend);
             let primaries = core

@@ -24,6 +24,8 @@ pub struct Config {
     pub backend_queue_bytes: usize,
     /// TCP sessions open at once; more are refused and counted.
     pub max_tcp_sessions: usize,
+    /// `--max-tcp-per-client`: TCP sessions one client address may hold.
+    pub max_tcp_per_client: u32,
     /// What a client gets when its query times out.
     pub on_timeout: OnTimeout,
     /// What a client gets when no backend can take its query.
@@ -90,6 +92,12 @@ pub const DEFAULT_SYNTH_RATE: u32 = 10;
 /// descriptors; this keeps well inside a default limit of 4096.
 pub const DEFAULT_MAX_TCP_SESSIONS: usize = 1000;
 
+/// The default bound on one client address's TCP sessions: a tenth of the
+/// session table, so no one host can hold it, while a resolver farm behind
+/// one address still opens plenty (dnsdist and nginx set no default; the
+/// sessions it cannot open it gets by evicting idle ones anyway).
+pub const DEFAULT_MAX_TCP_PER_CLIENT: u32 = 100;
+
 /// The stats socket is for the owner alone unless `--stats-mode` widens it.
 pub const DEFAULT_STATS_MODE: u32 = 0o600;
 
@@ -119,6 +127,7 @@ impl Config {
             timers: Timers::default(),
             backend_queue_bytes: DEFAULT_BACKEND_QUEUE_BYTES,
             max_tcp_sessions: DEFAULT_MAX_TCP_SESSIONS,
+            max_tcp_per_client: DEFAULT_MAX_TCP_PER_CLIENT,
             on_timeout: OnTimeout::ServFail,
             no_backend: NoBackend::ServFail,
             synth_rate: DEFAULT_SYNTH_RATE,

@@ -66,6 +66,16 @@ pub(super) const TIMER_FLAGS: &[(&str, &str, TimerField)] = &[
         |t| &mut t.tcp_connect_timeout,
     ),
     (
+        "tcp-idle-timeout",
+        "close a client TCP connection idle this long (default 10s)",
+        |t| &mut t.tcp_idle_timeout,
+    ),
+    (
+        "tcp-read-timeout",
+        "a client's TCP message must arrive whole within this (default 5s)",
+        |t| &mut t.tcp_read_timeout,
+    ),
+    (
         "query-timeout",
         "UDP answer deadline, then --on-timeout applies (default 2s)",
         |t| &mut t.query_timeout,
@@ -142,7 +152,13 @@ pub(super) fn options() -> Options {
     o.optopt(
         "",
         "max-tcp-sessions",
-        "TCP sessions open at once (default 1000)",
+        "TCP sessions open at once; at the limit the longest idle is closed for a new one (default 1000)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-tcp-per-client",
+        "TCP sessions one client address may hold (default 100)",
         "N",
     );
     o.optopt(

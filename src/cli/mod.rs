@@ -109,10 +109,12 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
         };
     }
     let mut per_backend = c.max_inflight_per_backend as usize;
+    let mut per_client = c.max_tcp_per_client as usize;
     let mut synth_rate = c.synth_rate as usize;
     for (name, field) in [
         ("backend-queue-bytes", &mut c.backend_queue_bytes),
         ("max-tcp-sessions", &mut c.max_tcp_sessions),
+        ("max-tcp-per-client", &mut per_client),
         ("max-inflight", &mut c.max_inflight),
         ("max-inflight-per-backend", &mut per_backend),
         ("synth-rate", &mut synth_rate),
@@ -133,6 +135,9 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
         u32::try_from(per_backend).map_err(|_| CliError::CountTooLarge {
             flag: "max-inflight-per-backend",
         })?;
+    c.max_tcp_per_client = u32::try_from(per_client).map_err(|_| CliError::CountTooLarge {
+        flag: "max-tcp-per-client",
+    })?;
     c.synth_rate =
         u32::try_from(synth_rate).map_err(|_| CliError::CountTooLarge { flag: "synth-rate" })?;
     for (name, field) in [

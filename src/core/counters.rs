@@ -115,6 +115,34 @@ declare_counters! {
     tcp_dropped_session_limit => "mname_balancer_tcp_dropped" reason "session_limit";
     /// TCP connections closed at once: the access list refuses the client.
     tcp_dropped_acl => "mname_balancer_tcp_dropped" reason "acl";
+    /// TCP connections closed at once: the client held
+    /// `--max-tcp-per-client` sessions.
+    tcp_dropped_per_client => "mname_balancer_tcp_dropped" reason "per_client";
+    /// Sessions that ended: the client or the backend closed its stream.
+    tcp_closed_finished => "mname_balancer_tcp_closed" reason "finished";
+    /// Sessions that ended: a socket failed.
+    tcp_closed_error => "mname_balancer_tcp_closed" reason "error";
+    /// Sessions that ended: the backend did not connect or confirm
+    /// (INBOUND_TCP_OK) in time.
+    tcp_closed_backend => "mname_balancer_tcp_closed" reason "backend";
+    /// Sessions closed: idle for `--tcp-idle-timeout`.
+    tcp_closed_idle => "mname_balancer_tcp_closed" reason "idle";
+    /// Sessions closed: a message not whole within `--tcp-read-timeout`.
+    tcp_closed_read_timeout => "mname_balancer_tcp_closed" reason "read_timeout";
+    /// Sessions closed: queries outstanding and the backend silent for
+    /// `--tcp-idle-timeout`.
+    tcp_closed_unanswered => "mname_balancer_tcp_closed" reason "unanswered";
+    /// Sessions closed: a message shorter than a DNS header.
+    tcp_closed_short => "mname_balancer_tcp_closed" reason "short";
+    /// Sessions closed: a message that was a response.
+    tcp_closed_response => "mname_balancer_tcp_closed" reason "response";
+    /// Sessions closed: a message whose question does not parse.
+    tcp_closed_malformed => "mname_balancer_tcp_closed" reason "malformed";
+    /// Sessions closed: a length prefix of zero.
+    tcp_closed_empty => "mname_balancer_tcp_closed" reason "empty";
+    /// Idle sessions closed to admit a new connection at
+    /// `--max-tcp-sessions`.
+    tcp_evicted => "mname_balancer_tcp_closed" reason "evicted";
 }
 
 impl Counters {
@@ -130,10 +158,21 @@ impl Counters {
 
     /// Client datagrams dropped for any reason.
     pub fn udp_dropped(&self) -> u64 {
-        self.reasons_of("mname_balancer_udp_dropped")
-            .iter()
-            .map(|(_, v)| v)
-            .sum()
+        self.family_sum("mname_balancer_udp_dropped")
+    }
+
+    /// TCP connections closed at accept, whatever the reason.
+    pub fn tcp_dropped(&self) -> u64 {
+        self.family_sum("mname_balancer_tcp_dropped")
+    }
+
+    /// Admitted TCP sessions that ended, whatever the reason.
+    pub fn tcp_closed(&self) -> u64 {
+        self.family_sum("mname_balancer_tcp_closed")
+    }
+
+    fn family_sum(&self, family: &str) -> u64 {
+        self.reasons_of(family).iter().map(|(_, v)| v).sum()
     }
 }
 

@@ -42,6 +42,7 @@ mod ratelimit;
 pub mod snapshot;
 pub mod synth;
 mod tcp;
+pub mod tcp_conn;
 pub mod tcp_messages;
 mod timers;
 
@@ -63,7 +64,8 @@ use mname_balancer_protocol::FrameBuffer;
 pub use counters::Counters;
 pub use datagrams::Datagram;
 pub use ratelimit::{AddressBudgets, LogBudget, RateLimit};
-pub use tcp::{SessionEnd, SessionPlan, TcpVerdict};
+pub use tcp::{SessionActivity, SessionEnd, SessionId, SessionKey, SessionPlan, TcpVerdict};
+pub use tcp_conn::{TcpClose, TcpConn, TcpConnLimits};
 pub use timers::ACCEPT_BACKOFF;
 use timers::TimerKey;
 
@@ -158,7 +160,7 @@ pub struct Core {
     links: HashMap<BackendId, Link, RandomState>,
     inflight: inflight::InFlight,
     counters: Counters,
-    tcp_open: usize,
+    tcp: tcp::TcpSessions,
     next_conn_id: u64,
     accepting: bool,
     phase: Phase,
@@ -191,7 +193,7 @@ impl Core {
             links: HashMap::default(),
             inflight,
             counters: Counters::default(),
-            tcp_open: 0,
+            tcp: tcp::TcpSessions::default(),
             next_conn_id: 0,
             accepting: true,
             phase: Phase::Serving,
@@ -261,7 +263,7 @@ impl Core {
 
     /// TCP sessions open now.
     pub fn tcp_sessions_open(&self) -> usize {
-        self.tcp_open
+        self.tcp.len()
     }
 
     /// The generation of backend `id`'s current link, if it
@@ -289,7 +291,7 @@ impl Core {
                 // and TCP sessions finish, for at most the grace period.
                 let grace = self.cfg.timers.drain_timeout;
                 info!(self.log, "shutting down (draining)";
-                    "inflight" => self.inflight.len(), "tcp_sessions" => self.tcp_open,
+                    "inflight" => self.inflight.len(), "tcp_sessions" => self.tcp.len(),
                     "grace_secs" => grace.as_secs_f64());
                 self.phase = Phase::Draining;
                 self.timeouts.set(TimerKey::DrainDeadline, now + grace);
@@ -306,7 +308,7 @@ impl Core {
     /// While draining: exit once no query is in flight and no TCP session
     /// is open.
     fn check_drained(&mut self) {
-        if self.phase == Phase::Draining && self.inflight.is_empty() && self.tcp_open == 0 {
+        if self.phase == Phase::Draining && self.inflight.is_empty() && self.tcp.len() == 0 {
             info!(self.log, "drained: exiting");
             self.phase = Phase::Exit;
         }
@@ -316,7 +318,7 @@ impl Core {
     pub fn log_counters(&self) {
         info!(self.log, "counters";
             "remotes" => self.remotes.len(), "inflight" => self.inflight.len(),
-            &self.counters, "tcp_sessions_open" => self.tcp_open);
+            &self.counters, "tcp_sessions_open" => self.tcp.len());
         for be in self.backends.iter() {
             let s = &be.stats;
             info!(self.backend_log(be.id), "backend counters";

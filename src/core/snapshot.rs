@@ -204,7 +204,7 @@ impl Core {
             now_ms: clock.unix_ms(now),
             remotes_tracked: self.remotes.len(),
             inflight: self.inflight.len(),
-            tcp_sessions_open: self.tcp_open,
+            tcp_sessions_open: self.tcp.len(),
             draining: self.phase != Phase::Serving,
             log_records_dropped: 0,
             counters: self.counters.clone(),

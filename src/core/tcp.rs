@@ -2,60 +2,179 @@
 //!
 //! A client TCP connection is admitted or refused here, and given its
 //! backend by the same sticky assignment as UDP (one remote, one backend).
-//! The relaying itself is the shell's ([`crate::shell`]): a session opens
-//! its own AF_UNIX connection to the backend, sends INBOUND_TCP and then
-//! copies bytes both ways.  Sessions are bounded (`--max-tcp-sessions`);
-//! each one ends with exactly one [`SessionEnd`] report, which is how the
-//! core counts them and learns that a backend never confirmed a session
-//! (it is then faulted, as the original does).
+//! The relaying itself is the shell's ([`crate::shell::tcp_session`]),
+//! under the per-connection policy of [`super::tcp_conn`]: a session opens
+//! its own AF_UNIX connection to the backend, sends INBOUND_TCP, and then
+//! relays DNS messages both ways.
+//!
+//! The core keeps the table of open sessions, which bounds them in three
+//! ways, so that neither one host nor many can hold every slot:
+//!
+//! - the access list refuses a client at accept (`--allow`, `--deny`);
+//! - one client address holds at most `--max-tcp-per-client` sessions;
+//! - at `--max-tcp-sessions`, a new connection is not refused while an
+//!   idle one holds a slot: the session that has been idle the longest (no
+//!   query outstanding, no byte either way) is evicted to admit it.  A
+//!   session being answered is never cut; if every session is being
+//!   answered, the new connection is refused.  Finding the victim reads
+//!   every session's activity, so it costs a pass over the table, and only
+//!   when the table is full.
+//!
+//! Each session ends with exactly one [`SessionEnd`] report, which is how
+//! the core counts every close by reason and learns that a backend never
+//! confirmed a session (it is then faulted, as the original does).
+//! `tcp_accepted` = the `tcp_dropped_*` + the `tcp_closed_*` + the
+//! sessions open, always (the simulation checks it).
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
+use slab::Slab;
 use slog::{debug, warn};
 use tokio::time::Instant;
 
 use super::assign::{Assigned, assign_client};
-use super::{Core, Io, REPEAT_LOG_INTERVAL};
+use super::intake::Refusal;
+use super::tcp_conn::{TcpClose, TcpConnLimits};
+use super::{Core, Counters, Io, REPEAT_LOG_INTERVAL};
 use crate::backends::BackendId;
 use crate::remotes::RemoteStats;
+
+/// A session's slot in the table (reused after it ends; see
+/// [`SessionId`]).
+pub type SessionKey = usize;
+
+/// A session, named so that a late report can never be taken for the
+/// session that reused its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId {
+    pub key: SessionKey,
+    /// Unique for the life of the process (the logs' `conn_id`).
+    pub conn_id: u64,
+}
 
 /// What to do with a connection offered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TcpVerdict {
-    /// Relay it as planned.
-    Admit(SessionPlan),
-    /// Close it at once (counted: no backend, or too many sessions).
+    /// Relay it as planned; first close `evict`, if given, which the core
+    /// has already forgotten (no report is expected from it).
+    Admit {
+        plan: SessionPlan,
+        evict: Option<SessionId>,
+    },
+    /// Close it at once (counted by reason).
     Refuse,
 }
 
 /// A session to start: everything the shell needs to relay it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionPlan {
-    pub conn_id: u64,
+    pub session: SessionId,
     /// The client's address (v4-mapping undone) and port.
     pub client: SocketAddr,
     pub backend: BackendId,
     pub backend_path: PathBuf,
     /// INBOUND_TCP_OK must arrive within this.
     pub ok_timeout: Duration,
+    /// The connection's idle and read limits.
+    pub limits: TcpConnLimits,
 }
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionEnd {
-    /// Relayed until either side closed or failed.
-    Done,
     /// The backend did not confirm the session in time: fault it.
     OkTimeout,
     /// Connecting to the backend's socket failed.
     ConnectFailed,
+    /// Relayed, then closed for this reason.
+    Closed(TcpClose),
+}
+
+/// What the shell knows of its sessions that the core needs to choose one
+/// to evict: since when each has been idle.
+pub trait SessionActivity {
+    /// Since when `session` has had no query outstanding and no byte
+    /// either way; `None` while it is being answered.
+    fn evictable_since(&self, session: SessionId) -> Option<Instant>;
+}
+
+/// One open session.
+#[derive(Debug)]
+struct Entry {
+    conn_id: u64,
+    ip: IpAddr,
+}
+
+/// The open sessions, and how many each client address holds.
+#[derive(Debug, Default)]
+pub(super) struct TcpSessions {
+    table: Slab<Entry>,
+    per_client: HashMap<IpAddr, u32, RandomState>,
+}
+
+impl TcpSessions {
+    pub(super) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn held_by(&self, ip: IpAddr) -> u32 {
+        self.per_client.get(&ip).copied().unwrap_or(0)
+    }
+
+    fn insert(&mut self, conn_id: u64, ip: IpAddr) -> SessionId {
+        *self.per_client.entry(ip).or_default() += 1;
+        let key = self.table.insert(Entry { conn_id, ip });
+        SessionId { key, conn_id }
+    }
+
+    /// Forget `id`; false if it is not (or no longer) in the table.
+    fn remove(&mut self, id: SessionId) -> bool {
+        if self
+            .table
+            .get(id.key)
+            .is_none_or(|e| e.conn_id != id.conn_id)
+        {
+            return false;
+        }
+        let e = self.table.remove(id.key);
+        if let Some(n) = self.per_client.get_mut(&e.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&e.ip);
+            }
+        }
+        true
+    }
+
+    /// The session idle the longest, if any is idle.
+    fn longest_idle(&self, activity: &impl SessionActivity) -> Option<SessionId> {
+        self.table
+            .iter()
+            .filter_map(|(key, e)| {
+                let id = SessionId {
+                    key,
+                    conn_id: e.conn_id,
+                };
+                activity.evictable_since(id).map(|since| (since, id))
+            })
+            .min_by_key(|(since, id)| (*since, id.conn_id))
+            .map(|(_, id)| id)
+    }
 }
 
 impl Core {
-    /// A client connected from `peer`: admit or refuse.
-    pub fn on_tcp_offered(&mut self, now: Instant, peer: SocketAddr) -> TcpVerdict {
+    /// A client connected from `peer`: admit or refuse.  `activity` tells
+    /// which open sessions are idle, should one have to be evicted.
+    pub fn on_tcp_offered(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        activity: &impl SessionActivity,
+    ) -> TcpVerdict {
         self.counters.tcp_accepted += 1;
         self.next_conn_id += 1;
         let conn_id = self.next_conn_id;
@@ -65,6 +184,11 @@ impl Core {
         if !self.cfg.acl.permits(ip) {
             // Closed at accept; no remote created.
             self.counters.tcp_dropped_acl += 1;
+            return TcpVerdict::Refuse;
+        }
+        if self.tcp.held_by(ip) >= self.cfg.max_tcp_per_client {
+            // Before assignment: a flood from one address costs no state.
+            self.counters.tcp_dropped_per_client += 1;
             return TcpVerdict::Refuse;
         }
         let Assigned { remote, backend } = assign_client!(self, ip, now);
@@ -77,53 +201,74 @@ impl Core {
             Some(rem) => &mut rem.stats,
             None => &mut untracked,
         };
-        let Some(be_id) = backend else {
+        let Some((be_id, backend_path)) =
+            backend.and_then(|id| Some((id, self.backends.get(id)?.path.clone())))
+        else {
             rem.tcp_drop += 1;
             self.counters.tcp_dropped_no_backend += 1;
             return TcpVerdict::Refuse;
         };
-        if self.tcp_open >= self.cfg.max_tcp_sessions {
-            rem.tcp_drop += 1;
-            self.counters.tcp_dropped_session_limit += 1;
-            if self
-                .repeat_logs
-                .session_limit
-                .allow(now, REPEAT_LOG_INTERVAL)
-            {
-                warn!(self.log, "too many TCP sessions (dropping connection)";
-                    "max_tcp_sessions" => self.cfg.max_tcp_sessions);
+        let mut evict = None;
+        if self.tcp.len() >= self.cfg.max_tcp_sessions {
+            match self.tcp.longest_idle(activity) {
+                Some(victim) => {
+                    self.tcp.remove(victim);
+                    self.counters.tcp_evicted += 1;
+                    evict = Some(victim);
+                }
+                None => {
+                    rem.tcp_drop += 1;
+                    self.counters.tcp_dropped_session_limit += 1;
+                    if self
+                        .repeat_logs
+                        .session_limit
+                        .allow(now, REPEAT_LOG_INTERVAL)
+                    {
+                        warn!(self.log, "too many TCP sessions, all busy (dropping connection)";
+                            "max_tcp_sessions" => self.cfg.max_tcp_sessions);
+                    }
+                    return TcpVerdict::Refuse;
+                }
             }
-            return TcpVerdict::Refuse;
         }
-        let Some(be) = self.backends.get_mut(be_id) else {
-            rem.tcp_drop += 1;
-            self.counters.tcp_dropped_no_backend += 1;
-            return TcpVerdict::Refuse;
-        };
         rem.tcp += 1;
-        be.stats.tcp += 1;
-        be.stats.conn_start += 1;
-        self.tcp_open += 1;
-        TcpVerdict::Admit(SessionPlan {
-            conn_id,
-            client: SocketAddr::new(ip, peer.port()),
-            backend: be_id,
-            backend_path: be.path.clone(),
-            ok_timeout: self.cfg.timers.tcp_connect_timeout,
-        })
+        if let Some(be) = self.backends.get_mut(be_id) {
+            be.stats.tcp += 1;
+            be.stats.conn_start += 1;
+        }
+        let session = self.tcp.insert(conn_id, ip);
+        let t = &self.cfg.timers;
+        TcpVerdict::Admit {
+            plan: SessionPlan {
+                session,
+                client: SocketAddr::new(ip, peer.port()),
+                backend: be_id,
+                backend_path,
+                ok_timeout: t.tcp_connect_timeout,
+                limits: TcpConnLimits {
+                    idle: t.tcp_idle_timeout,
+                    read: t.tcp_read_timeout,
+                },
+            },
+            evict,
+        }
     }
 
-    /// A session admitted by [`Core::on_tcp_offered`] ended.
+    /// A session admitted by [`Core::on_tcp_offered`] ended.  A report for
+    /// a session the core no longer has (evicted) changes nothing.
     pub fn on_session_ended(
         &mut self,
         now: Instant,
+        session: SessionId,
         backend: BackendId,
         end: SessionEnd,
         io: &mut impl Io,
     ) {
-        self.tcp_open = self.tcp_open.saturating_sub(1);
+        if !self.tcp.remove(session) {
+            return;
+        }
+        count_close(&mut self.counters, end);
         match end {
-            SessionEnd::Done => {}
             // Only a backend in service is faulted: one already down is
             // being reconnected, and faulting it again would push its
             // reconnect back (a stream of such sessions could keep it
@@ -131,13 +276,35 @@ impl Core {
             SessionEnd::OkTimeout if self.backends.get(backend).is_some_and(|b| b.is_ok()) => {
                 self.fault(backend, now, io)
             }
-            SessionEnd::OkTimeout => {}
             SessionEnd::ConnectFailed => {
                 if let Some(be) = self.backends.get_mut(backend) {
                     be.stats.conn_error += 1;
                 }
             }
+            _ => {}
         }
         self.check_drained();
     }
+}
+
+/// Count a session's end under its reason.
+fn count_close(c: &mut Counters, end: SessionEnd) {
+    let counter = match end {
+        SessionEnd::OkTimeout | SessionEnd::ConnectFailed => &mut c.tcp_closed_backend,
+        SessionEnd::Closed(close) => match close {
+            TcpClose::Finished => &mut c.tcp_closed_finished,
+            TcpClose::Error => &mut c.tcp_closed_error,
+            TcpClose::Refused => &mut c.tcp_closed_backend,
+            TcpClose::Idle => &mut c.tcp_closed_idle,
+            TcpClose::ReadTimeout => &mut c.tcp_closed_read_timeout,
+            TcpClose::Unanswered => &mut c.tcp_closed_unanswered,
+            TcpClose::BadMessage(Refusal::Short) => &mut c.tcp_closed_short,
+            TcpClose::BadMessage(Refusal::Response) => &mut c.tcp_closed_response,
+            TcpClose::BadMessage(Refusal::BadQuestion) => &mut c.tcp_closed_malformed,
+            TcpClose::Empty => &mut c.tcp_closed_empty,
+            // Counted when decided; a report never says it.
+            TcpClose::Evicted => &mut c.tcp_evicted,
+        },
+    };
+    *counter += 1;
 }

@@ -3,22 +3,30 @@
 //! A client's TCP stream is a sequence of DNS messages, each behind a
 //! two-byte length (RFC 1035 4.2.2, RFC 7766).  Reading it as messages
 //! rather than as bytes is what lets the balancer apply the same intake
-//! rules to TCP as to UDP, know when a connection is between messages (idle)
-//! or in the middle of one (a slow sender, for `--tcp-read-timeout`), and
-//! later replay what a failed backend held.
+//! rules to TCP as to UDP, and know when a connection is between messages
+//! (idle) or in the middle of one (a slow sender, for `--tcp-read-timeout`).
 //!
-//! [`TcpMessages`] is the pure reader: bytes go in as they arrive, whole
-//! messages come out, borrowed from its buffer.  The buffer holds at most
-//! one message and its length (65,537 bytes) beyond what was taken, and
-//! keeps no more: a client cannot make it grow by sending.  A length of
-//! zero is an error (no DNS message is empty).  It records when the
-//! message now being read started, so the caller can time out a sender that
-//! stops half-way.
+//! [`TcpMessages`] is the pure reader.  Its buffer is also the read buffer:
+//! the relay reads the socket straight into it ([`TcpMessages::read_with`]),
+//! whole messages are taken out one by one ([`TcpMessages::next_message`])
+//! and, once checked, leave toward the backend as they lie in the buffer,
+//! length prefixes and all ([`TcpMessages::taken`],
+//! [`TcpMessages::forwarded`]): no message is copied on the way.
+//!
+//! The buffer holds at most one incomplete message (65,537 bytes with its
+//! length) plus one read's worth beyond it, and keeps no more: a client
+//! cannot make it grow by sending.  A length of zero is an error (no DNS
+//! message is empty).  It records when the message now being read started,
+//! so the caller can time out a sender that stops half-way.
 
 use tokio::time::Instant;
 
 /// The longest message a length prefix can announce.
 pub const MAX_TCP_MESSAGE: usize = u16::MAX as usize;
+
+/// Room made for each read: a few queries at once, small enough that an
+/// idle connection costs little.
+pub const READ_CHUNK: usize = 2048;
 
 /// Why a stream is not DNS over TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -29,11 +37,15 @@ pub enum TcpMessageError {
 }
 
 /// The reader of one connection.
+///
+/// `buf[..sent]` has left already; `buf[sent..taken]` are whole messages
+/// taken out and waiting to leave; `buf[taken..]` is the message now
+/// arriving.
 #[derive(Debug, Default)]
 pub struct TcpMessages {
     buf: Vec<u8>,
-    /// Bytes before this offset were handed out already.
-    start: usize,
+    sent: usize,
+    taken: usize,
     /// When the first byte of the message now incomplete arrived.
     partial_since: Option<Instant>,
 }
@@ -43,28 +55,42 @@ impl TcpMessages {
         Self::default()
     }
 
-    /// Take in `bytes` that arrived at `now`.  Bytes already handed out are
-    /// dropped first, so the buffer never holds more than one message
-    /// beyond what was taken.
-    pub fn extend(&mut self, now: Instant, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
+    /// Read into the buffer with `read` (given the buffer to append to,
+    /// it returns how many bytes it appended), at `now`.  Bytes that left
+    /// already are dropped first, so the buffer never holds more than one
+    /// incomplete message and one read beyond what waits to leave.
+    pub fn read_with<E>(
+        &mut self,
+        now: Instant,
+        read: impl FnOnce(&mut Vec<u8>) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        if self.sent > 0 {
+            self.buf.drain(..self.sent);
+            self.taken -= self.sent;
+            self.sent = 0;
         }
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        if self.buf.is_empty() {
+        let was_between = self.is_between_messages();
+        self.buf.reserve(READ_CHUNK);
+        let n = read(&mut self.buf)?;
+        if n > 0 && was_between {
             self.partial_since = Some(now);
         }
-        self.buf.extend_from_slice(bytes);
+        Ok(n)
     }
 
-    /// How many bytes to read next at most: the rest of the message being
-    /// read (or a length prefix), so that a reader taking only this much
-    /// never holds more than one message.
+    /// Take in `bytes` that arrived at `now` (as [`TcpMessages::read_with`]
+    /// with a copy).
+    pub fn extend(&mut self, now: Instant, bytes: &[u8]) {
+        let _ = self.read_with(now, |buf| {
+            buf.extend_from_slice(bytes);
+            Ok::<_, ()>(bytes.len())
+        });
+    }
+
+    /// How many bytes the message now arriving still lacks (or its length
+    /// prefix, at least 2).
     pub fn wanted(&self) -> usize {
-        let pending = &self.buf[self.start..];
+        let pending = &self.buf[self.taken..];
         match pending {
             [a, b, rest @ ..] => {
                 let len = usize::from(u16::from_be_bytes([*a, *b]));
@@ -75,9 +101,10 @@ impl TcpMessages {
     }
 
     /// The next whole message, if one has arrived; `Ok(None)` if more bytes
-    /// are needed.  After an error the stream is unusable (close it).
+    /// are needed.  It joins [`TcpMessages::taken`].  After an error the
+    /// stream is unusable (close it).
     pub fn next_message(&mut self, now: Instant) -> Result<Option<&[u8]>, TcpMessageError> {
-        let pending = &self.buf[self.start..];
+        let pending = &self.buf[self.taken..];
         let [a, b, rest @ ..] = pending else {
             return Ok(None);
         };
@@ -88,16 +115,27 @@ impl TcpMessages {
         if rest.len() < len {
             return Ok(None);
         }
-        let from = self.start + 2;
-        self.start = from + len;
+        let from = self.taken + 2;
+        self.taken = from + len;
         // What follows, if anything, is the start of the next message.
-        self.partial_since = (self.start < self.buf.len()).then_some(now);
+        self.partial_since = (self.taken < self.buf.len()).then_some(now);
         Ok(self.buf.get(from..from + len))
     }
 
-    /// No part of a message is waiting: the connection is between messages.
+    /// The whole messages taken out and not yet gone, as they arrived
+    /// (length prefixes included).
+    pub fn taken(&self) -> &[u8] {
+        &self.buf[self.sent..self.taken]
+    }
+
+    /// `n` bytes of [`TcpMessages::taken`] have left.
+    pub fn forwarded(&mut self, n: usize) {
+        self.sent = (self.sent + n).min(self.taken);
+    }
+
+    /// No part of a message is arriving: the connection is between messages.
     pub fn is_between_messages(&self) -> bool {
-        self.start >= self.buf.len()
+        self.taken >= self.buf.len()
     }
 
     /// When the message now incomplete started arriving, if one is.
@@ -109,10 +147,10 @@ impl TcpMessages {
         }
     }
 
-    /// Bytes held (a bound: at most a message and its length beyond what
-    /// was taken, plus what the caller read past [`TcpMessages::wanted`]).
+    /// Bytes not yet taken out (a bound: at most a message and its length,
+    /// plus one read).
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.buf.len() - self.taken
     }
 }
 
@@ -136,15 +174,19 @@ mod tests {
             let now = Instant::now();
             let mut r = TcpMessages::new();
             let mut got: Vec<Vec<u8>> = Vec::new();
+            let mut out = Vec::new();
             for chunk in stream.chunks(step) {
                 r.extend(now, chunk);
                 while let Ok(Some(m)) = r.next_message(now) {
                     got.push(m.to_vec());
                 }
+                out.extend_from_slice(r.taken());
+                r.forwarded(r.taken().len());
             }
             assert_eq!(got.len(), 3, "step {step}");
             assert_eq!(got[0], b"first message");
             assert_eq!(got[2], vec![7u8; 300]);
+            assert_eq!(out, stream, "forwarded as it came, step {step}");
             assert!(r.is_between_messages());
         }
     }
@@ -179,11 +221,29 @@ mod tests {
         for _ in 0..100 {
             r.extend(now, &framed(&[&[1u8; 1000]]));
             assert!(matches!(r.next_message(now), Ok(Some(_))));
+            r.forwarded(1002);
         }
         assert!(
             r.buf.len() <= 2 + 1000,
-            "taken bytes are dropped: {}",
+            "sent bytes are dropped: {}",
             r.buf.len()
         );
+    }
+
+    #[test]
+    fn taken_messages_wait_until_forwarded() {
+        let now = Instant::now();
+        let mut r = TcpMessages::new();
+        r.extend(now, &framed(&[b"abc", b"de"]));
+        r.extend(now, &[0]);
+        while let Ok(Some(_)) = r.next_message(now) {}
+        assert_eq!(r.taken(), &framed(&[b"abc", b"de"])[..]);
+        r.forwarded(5);
+        assert_eq!(r.taken(), &framed(&[b"de"])[..]);
+        r.extend(now, &[3, b'f', b'g', b'h']);
+        assert_eq!(r.taken(), &framed(&[b"de"])[..], "kept across a read");
+        assert_eq!(r.next_message(now), Ok(Some(&b"fgh"[..])));
+        r.forwarded(100);
+        assert!(r.taken().is_empty());
     }
 }

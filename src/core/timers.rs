@@ -54,7 +54,7 @@ impl Core {
             match key {
                 TimerKey::DrainDeadline => {
                     warn!(self.log, "drain grace period over: exiting";
-                        "inflight" => self.inflight.len(), "tcp_sessions" => self.tcp_open);
+                        "inflight" => self.inflight.len(), "tcp_sessions" => self.tcp.len());
                     self.phase = Phase::Exit;
                     return;
                 }

@@ -58,7 +58,7 @@ use links::{LinkNews, Links, READ_CHUNK, READS_PER_WAKE};
 pub use listeners::{Listeners, bind};
 use signals::Signals;
 use stats_requests::{StatsRequest, wall_clock_now};
-use tcp_session::{EndReport, Ended, Session};
+use tcp_session::{EndReport, Ended, Session, Sessions};
 use udp::{RECV_CALLS, UdpOut, UdpRelay};
 
 /// Connections accepted per wake-up before other work gets a turn.
@@ -150,6 +150,8 @@ struct Shell {
     tcp: Option<Vec<TcpListener>>,
     cmds: Commands,
     sessions: JoinSet<()>,
+    /// What the loop knows of each running session (for eviction).
+    tcp_sessions: Sessions,
     session_tx: mpsc::Sender<Ended>,
     /// One read buffer serves every backend link.
     read_buf: Vec<u8>,
@@ -190,6 +192,7 @@ pub async fn run(
         tcp: Some(tcp),
         cmds: Commands::default(),
         sessions: JoinSet::new(),
+        tcp_sessions: Sessions::new(Instant::now()),
         session_tx,
         read_buf: vec![0; READ_CHUNK],
         readable: Vec::new(),
@@ -230,8 +233,9 @@ pub async fn run(
             Wake::Shutdown => break,
             Wake::Signal(sig) => shell.with_io(|core, io| core.on_signal(now, sig, io)),
             Wake::Stats(req) => shell.answer_stats(req, now),
-            Wake::SessionEnded((backend, end)) => {
-                shell.with_io(|core, io| core.on_session_ended(now, backend, end, io));
+            Wake::SessionEnded((id, backend, end)) => {
+                shell.tcp_sessions.ended(id);
+                shell.with_io(|core, io| core.on_session_ended(now, id, backend, end, io));
                 while shell.sessions.try_join_next().is_some() {}
             }
             Wake::Io(r) => ready = r,
@@ -371,7 +375,7 @@ impl Shell {
     /// A connection was accepted (or the accept failed).
     fn on_accepted(&mut self, accepted: io::Result<(TcpStream, SocketAddr)>, now: Instant) {
         let mut next = Some(accepted);
-        for _ in 0..ACCEPTS_PER_WAKE {
+        for taken in 1..=ACCEPTS_PER_WAKE {
             let Some(accepted) = next.take() else {
                 break;
             };
@@ -385,8 +389,13 @@ impl Shell {
                 }
             };
             self.start_session(stream, peer, now);
-            // More may be waiting: take them without another wake-up.
-            next = self.try_accept();
+            // More may be waiting: take them without another wake-up, but
+            // no more than the turn allows (one taken here and not started
+            // would be closed unseen; the listener stays ready for the
+            // next turn).
+            if taken < ACCEPTS_PER_WAKE {
+                next = self.try_accept();
+            }
         }
     }
 
@@ -406,24 +415,31 @@ impl Shell {
     }
 
     fn start_session(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
-        let TcpVerdict::Admit(plan) = self.core.on_tcp_offered(now, peer) else {
+        let verdict = self.core.on_tcp_offered(now, peer, &self.tcp_sessions);
+        let TcpVerdict::Admit { plan, evict } = verdict else {
             return;
         };
+        if let Some(victim) = evict {
+            self.tcp_sessions.evict(victim);
+        }
         // Answers go out as soon as the backend writes them: a resolver
         // pipelining queries must not wait on Nagle's algorithm.  Failure
         // only costs latency.
         let _ = stream.set_nodelay(true);
-        let log = self
-            .log
-            .new(o!("backend" => plan.backend, "conn_id" => plan.conn_id,
+        let log = self.log.new(o!("backend" => plan.backend,
+            "conn_id" => plan.session.conn_id,
             "remote_ip" => plan.client.ip().to_string(), "remote_port" => plan.client.port()));
-        let report = EndReport::new(plan.backend, self.session_tx.clone());
-        self.sessions.spawn(tcp_session::run_session(Session {
+        let cell = self.tcp_sessions.cell(now);
+        let report = EndReport::new(&plan, cell.clone(), self.session_tx.clone());
+        let id = plan.session;
+        let abort = self.sessions.spawn(tcp_session::run_session(Session {
             plan,
             client: stream,
             log,
             report,
+            epoch: self.tcp_sessions.epoch(),
         }));
+        self.tcp_sessions.started(id, cell, abort);
     }
 
     /// Carry out what the core asked for, handing results back, until

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mname_balancer::backends::LinkState;
 use mname_balancer::cli::{self, Command};
-use mname_balancer::core::{Core, Datagram, Io, QueueFull};
+use mname_balancer::core::{Core, Datagram, Io, QueueFull, SessionActivity, SessionId};
 use mname_balancer_protocol::{Frame, FrameBuffer, UDP6_HEADER_LEN, capability, frame_type};
 use tokio::time::Instant;
 
@@ -173,4 +173,23 @@ impl Scenario {
 
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// Session activity as a test sets it: idle since a time, or busy.
+#[derive(Default)]
+pub struct Activity(pub std::collections::HashMap<SessionId, Option<Instant>>);
+
+impl SessionActivity for Activity {
+    fn evictable_since(&self, id: SessionId) -> Option<Instant> {
+        self.0.get(&id).copied().flatten()
+    }
+}
+
+/// No session is idle.
+pub struct NoSessions;
+
+impl SessionActivity for NoSessions {
+    fn evictable_since(&self, _: SessionId) -> Option<Instant> {
+        None
+    }
 }

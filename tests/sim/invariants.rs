@@ -2,6 +2,8 @@
 //! failure is a sentence naming what was wrong; the driver prints the
 //! seed beside it so that the run replays exactly.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use mname_balancer::backends::{BackendId, LinkState};
@@ -43,6 +45,10 @@ impl World {
             ("replayed", c.replayed),
             ("tcp_dropped_no_backend", c.tcp_dropped_no_backend),
             ("tcp_dropped_session_limit", c.tcp_dropped_session_limit),
+            ("tcp_dropped_per_client", c.tcp_dropped_per_client),
+            ("tcp_evicted", c.tcp_evicted),
+            ("tcp_closed_backend", c.tcp_closed_backend),
+            ("tcp_closed_idle", c.tcp_closed_idle),
             ("faults", be(|s| s.faults)),
             ("passive_faults", be(|s| s.passive_faults)),
             ("conn_error", be(|s| s.conn_error)),
@@ -167,6 +173,24 @@ impl World {
             v.push(format!(
                 "{open} TCP sessions open, {} in the world",
                 self.sessions.len()
+            ));
+        }
+        let mut per_client: HashMap<IpAddr, usize> = HashMap::new();
+        for s in &self.sessions {
+            *per_client.entry(s.ip).or_default() += 1;
+        }
+        for (ip, n) in per_client {
+            if n > cfg.max_tcp_per_client as usize {
+                v.push(format!("{ip} holds {n} TCP sessions"));
+            }
+        }
+        let c = self.core.counters();
+        if c.tcp_accepted != c.tcp_dropped() + c.tcp_closed() + open as u64 {
+            v.push(format!(
+                "tcp_accepted {} != dropped {} + closed {} + open {open}",
+                c.tcp_accepted,
+                c.tcp_dropped(),
+                c.tcp_closed()
             ));
         }
 

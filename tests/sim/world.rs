@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mname_balancer::cli::{self, Command, Config};
-use mname_balancer::core::{Core, Datagram, Io, Phase, QueueFull, SessionEnd, Signal, TcpVerdict};
+use mname_balancer::core::{Core, Datagram, Io, Phase, QueueFull, Signal};
 use mname_balancer_protocol::UDP6_HEADER_LEN;
 use tokio::time::Instant;
 
 use super::backend::{Script, SimBackend, SimLink, Violations};
 use super::dns::{self, Bad};
 use super::rng::Rng;
+use super::tcp::SimSession;
 
 /// A query as the invariants know it: the client's address and DNS id.
 type Key = (SocketAddr, u16);
@@ -128,13 +129,6 @@ impl Io for Env {
     fn release_memory(&mut self) {}
 }
 
-/// A TCP session the core admitted.
-pub(super) struct SimSession {
-    pub(super) ends_at: Instant,
-    pub(super) backend: u32,
-    pub(super) end: SessionEnd,
-}
-
 /// The core and its world.
 pub struct World {
     pub(super) core: Core,
@@ -206,6 +200,8 @@ fn config(rng: &mut Rng) -> Config {
         "2048",
         "--max-tcp-sessions",
         "4",
+        "--max-tcp-per-client",
+        "2",
         "--drain-timeout",
         "2s",
         "--synth-rate",
@@ -444,39 +440,6 @@ impl World {
                 ]);
                 self.env.backends[i].script = script;
             }
-        }
-    }
-
-    fn tcp_offer(&mut self) {
-        let peer = dns::random_client(&mut self.env.rng);
-        if let TcpVerdict::Admit(plan) = self.core.on_tcp_offered(self.now, peer) {
-            let rng = &mut self.env.rng;
-            let end = match rng.below(20) {
-                0 => SessionEnd::OkTimeout,
-                1 => SessionEnd::ConnectFailed,
-                _ => SessionEnd::Done,
-            };
-            if plan.client.ip() != peer.ip().to_canonical() {
-                self.env
-                    .violations
-                    .push(format!("session for {peer} planned as {}", plan.client));
-            }
-            self.sessions.push(SimSession {
-                ends_at: self.now + Duration::from_millis(rng.below(3000)),
-                backend: plan.backend,
-                end,
-            });
-        }
-    }
-
-    fn end_sessions(&mut self) {
-        let now = self.now;
-        let (done, open): (Vec<_>, Vec<_>) =
-            self.sessions.drain(..).partition(|s| s.ends_at <= now);
-        self.sessions = open;
-        for s in done {
-            self.core
-                .on_session_ended(now, s.backend, s.end, &mut self.env);
         }
     }
 

@@ -182,6 +182,7 @@ fn encode_summary(s: &Summary, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
     one(enc, &REPLAYED, Counter(c.replayed))?;
     one(enc, &TCP_ACCEPTED, Counter(c.tcp_accepted))?;
     labelled(enc, &TCP_DROPPED, reasons(&TCP_DROPPED))?;
+    labelled(enc, &TCP_CLOSED, reasons(&TCP_CLOSED))?;
 
     let backends: Vec<(String, &BackendView)> =
         s.backends.iter().map(|b| (b.id.to_string(), b)).collect();

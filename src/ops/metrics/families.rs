@@ -109,6 +109,8 @@ metrics! {
         "Client TCP connections accepted.";
     TCP_DROPPED: COUNTER "mname_balancer_tcp_dropped" None, ["reason"]
         "Client TCP connections closed at once, by reason.";
+    TCP_CLOSED: COUNTER "mname_balancer_tcp_closed" None, ["reason"]
+        "Client TCP sessions that ended, by reason (idle, read_timeout, evicted, a bad message ...).";
     BACKEND_STATE: INFO "mname_balancer_backend_state" None, ["backend", "state", "path", "ipv6"]
         "Each backend's connection state, socket and whether it speaks the IPv6 extension.";
     BACKEND_UP: GAUGE "mname_balancer_backend_up" None, ["backend"]

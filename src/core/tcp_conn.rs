@@ -1,0 +1,348 @@
+//! ONE CLIENT TCP CONNECTION: WHEN IT IS CLOSED
+//!
+//! The policy of a relayed TCP connection, as a plain state machine the
+//! relay task drives ([`crate::shell::tcp_session`]): it is told of bytes
+//! from the client and from the backend and of the time, and it says what
+//! may be forwarded and when the connection must close, and why.
+//!
+//! - Each query is read as a message ([`TcpMessages`]) and passes the same
+//!   intake as a UDP datagram ([`super::intake`]): a message that is short,
+//!   a response, or whose question does not parse closes the connection (a
+//!   DNS-over-TCP stream cannot be resynchronized past a bad message, and a
+//!   client that sends one is not speaking DNS).  So does a length of zero.
+//! - The backend's stream is counted in messages too, so the connection
+//!   knows how many queries still await an answer ("outstanding").
+//! - With none outstanding and no part of a message arriving, the
+//!   connection is idle; after `--tcp-idle-timeout` of that, and no byte
+//!   either way, it is closed (RFC 7766 6.2.3: servers may close idle
+//!   connections, and should when resources run short).
+//! - A message that has started must be whole within `--tcp-read-timeout`
+//!   of its first byte (a slow sender holds nothing for long).
+//! - With queries outstanding, a backend that sends nothing for
+//!   `--tcp-idle-timeout` has stopped answering: the connection is closed
+//!   rather than held for ever.
+//! - While nothing is outstanding the connection may be evicted to admit a
+//!   new one at `--max-tcp-sessions` ([`super::tcp`]); it reports since when
+//!   ([`TcpConn::evictable_since`]).  A connection being answered never is.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::intake::{self, Refusal};
+use super::tcp_messages::{TcpMessageError, TcpMessages};
+
+/// The two limits of a connection's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpConnLimits {
+    /// `--tcp-idle-timeout`.
+    pub idle: Duration,
+    /// `--tcp-read-timeout`.
+    pub read: Duration,
+}
+
+/// Why a relayed connection closed (each is counted apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpClose {
+    /// The client or the backend ended its stream, and what was asked was
+    /// answered.
+    Finished,
+    /// A socket failed.
+    Error,
+    /// The backend would not take the session (no INBOUND_TCP_OK).
+    Refused,
+    /// Idle for `--tcp-idle-timeout`.
+    Idle,
+    /// A message not whole within `--tcp-read-timeout`.
+    ReadTimeout,
+    /// Queries outstanding and the backend silent for `--tcp-idle-timeout`.
+    Unanswered,
+    /// A message that fails intake, or of length zero.
+    BadMessage(Refusal),
+    /// A length prefix of zero.
+    Empty,
+    /// Closed to admit a new connection at `--max-tcp-sessions`.
+    Evicted,
+}
+
+/// Where the backend's stream is between two answers.
+#[derive(Debug, Clone, Copy, Default)]
+struct AnswerCounter {
+    /// Bytes of the length prefix seen (0 or 1), and its first byte.
+    prefix: Option<u8>,
+    /// Bytes of the current answer still to come.
+    body_left: usize,
+}
+
+impl AnswerCounter {
+    /// Count the answers `bytes` complete.
+    fn feed(&mut self, mut bytes: &[u8]) -> u32 {
+        let mut done = 0;
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                if self.body_left == 0 {
+                    done += 1;
+                }
+                continue;
+            }
+            let byte = bytes[0];
+            bytes = &bytes[1..];
+            match self.prefix.take() {
+                None => self.prefix = Some(byte),
+                Some(hi) => {
+                    self.body_left = usize::from(u16::from_be_bytes([hi, byte]));
+                    if self.body_left == 0 {
+                        done += 1;
+                    }
+                }
+            }
+        }
+        done
+    }
+}
+
+/// The state of one relayed connection.
+#[derive(Debug)]
+pub struct TcpConn {
+    queries: TcpMessages,
+    answers: AnswerCounter,
+    outstanding: u32,
+    /// The last byte either way (or the start).
+    last_activity: Instant,
+    /// The last byte from the backend, or when queries became outstanding.
+    answer_progress: Instant,
+    limits: TcpConnLimits,
+}
+
+impl TcpConn {
+    pub fn new(now: Instant, limits: TcpConnLimits) -> Self {
+        TcpConn {
+            queries: TcpMessages::new(),
+            answers: AnswerCounter::default(),
+            outstanding: 0,
+            last_activity: now,
+            answer_progress: now,
+            limits,
+        }
+    }
+
+    /// Read client bytes with `read` (see [`TcpMessages::read_with`]).
+    pub fn read_client<E>(
+        &mut self,
+        now: Instant,
+        read: impl FnOnce(&mut Vec<u8>) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        let n = self.queries.read_with(now, read)?;
+        if n > 0 {
+            self.last_activity = now;
+        }
+        Ok(n)
+    }
+
+    /// Check the whole queries that arrived; they join
+    /// [`TcpConn::to_forward`].  An error says to close the connection.
+    pub fn take_queries(&mut self, now: Instant) -> Result<(), TcpClose> {
+        loop {
+            match self.queries.next_message(now) {
+                Ok(Some(message)) => {
+                    intake::check(message).map_err(TcpClose::BadMessage)?;
+                    if self.outstanding == 0 {
+                        self.answer_progress = now;
+                    }
+                    self.outstanding = self.outstanding.saturating_add(1);
+                }
+                Ok(None) => return Ok(()),
+                Err(TcpMessageError::Empty) => return Err(TcpClose::Empty),
+            }
+        }
+    }
+
+    /// Checked queries not yet written to the backend, as they arrived.
+    pub fn to_forward(&self) -> &[u8] {
+        self.queries.taken()
+    }
+
+    /// `n` bytes of [`TcpConn::to_forward`] were written.
+    pub fn forwarded(&mut self, n: usize) {
+        self.queries.forwarded(n);
+    }
+
+    /// Bytes from the backend, on their way to the client.
+    pub fn on_answer_bytes(&mut self, now: Instant, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.last_activity = now;
+        self.answer_progress = now;
+        let answered = self.answers.feed(bytes);
+        // A zone transfer answers one query with many messages.
+        self.outstanding = self.outstanding.saturating_sub(answered);
+    }
+
+    /// Bytes of an answer were written to the client (a client reading a
+    /// long answer slowly is not idle).
+    pub fn on_client_took(&mut self, now: Instant) {
+        self.last_activity = now;
+    }
+
+    /// Queries sent and not yet answered.
+    pub fn outstanding(&self) -> u32 {
+        self.outstanding
+    }
+
+    /// When [`TcpConn::expired`] next has something to say.
+    pub fn deadline(&self) -> Instant {
+        let mut at = if self.outstanding > 0 {
+            self.answer_progress + self.limits.idle
+        } else {
+            self.last_activity + self.limits.idle
+        };
+        if let Some(since) = self.queries.partial_since() {
+            at = at.min(since + self.limits.read);
+        }
+        at
+    }
+
+    /// Whether the connection must close at `now`, and why.
+    pub fn expired(&self, now: Instant) -> Option<TcpClose> {
+        if let Some(since) = self.queries.partial_since()
+            && now >= since + self.limits.read
+        {
+            return Some(TcpClose::ReadTimeout);
+        }
+        if self.outstanding > 0 {
+            (now >= self.answer_progress + self.limits.idle).then_some(TcpClose::Unanswered)
+        } else {
+            (now >= self.last_activity + self.limits.idle).then_some(TcpClose::Idle)
+        }
+    }
+
+    /// Since when the connection could be closed without cutting an
+    /// answer: `None` while queries are outstanding (or checked queries wait
+    /// to be written).
+    pub fn evictable_since(&self) -> Option<Instant> {
+        (self.outstanding == 0 && self.to_forward().is_empty()).then_some(self.last_activity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+
+    const LIMITS: TcpConnLimits = TcpConnLimits {
+        idle: Duration::from_secs(10),
+        read: Duration::from_secs(3),
+    };
+
+    fn query() -> Vec<u8> {
+        let mut m = Message::query();
+        m.add_query(Query::query(
+            Name::from_ascii("a.example.").unwrap(),
+            RecordType::A,
+        ));
+        let body = m.to_vec().unwrap();
+        let mut out = (body.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn give(c: &mut TcpConn, now: Instant, bytes: &[u8]) -> Result<(), TcpClose> {
+        c.read_client(now, |b| {
+            b.extend_from_slice(bytes);
+            Ok::<_, ()>(bytes.len())
+        })
+        .unwrap();
+        c.take_queries(now)
+    }
+
+    #[test]
+    fn queries_are_checked_and_counted_until_answered() {
+        let t0 = Instant::now();
+        let mut c = TcpConn::new(t0, LIMITS);
+        let two = [query(), query()].concat();
+        give(&mut c, t0, &two).unwrap();
+        assert_eq!(c.outstanding(), 2);
+        assert_eq!(c.to_forward(), &two[..]);
+        assert_eq!(c.evictable_since(), None, "being answered");
+        c.forwarded(two.len());
+        // The answers arrive cut anywhere.
+        let answers = [query(), query()].concat();
+        let (a, b) = answers.split_at(5);
+        c.on_answer_bytes(t0, a);
+        assert_eq!(c.outstanding(), 2);
+        c.on_answer_bytes(t0, b);
+        assert_eq!(c.outstanding(), 0);
+        assert_eq!(c.evictable_since(), Some(t0));
+    }
+
+    #[test]
+    fn a_bad_message_closes_by_its_reason() {
+        let t0 = Instant::now();
+        let mut response = query();
+        response[4] |= 0x80;
+        assert_eq!(
+            give(&mut TcpConn::new(t0, LIMITS), t0, &response),
+            Err(TcpClose::BadMessage(Refusal::Response))
+        );
+        assert_eq!(
+            give(&mut TcpConn::new(t0, LIMITS), t0, &[0, 3, 1, 2, 3]),
+            Err(TcpClose::BadMessage(Refusal::Short))
+        );
+        assert_eq!(
+            give(&mut TcpConn::new(t0, LIMITS), t0, &[0, 0]),
+            Err(TcpClose::Empty)
+        );
+        let mut cut = query();
+        cut[1] -= 3;
+        cut.truncate(cut.len() - 3);
+        assert_eq!(
+            give(&mut TcpConn::new(t0, LIMITS), t0, &cut),
+            Err(TcpClose::BadMessage(Refusal::BadQuestion))
+        );
+    }
+
+    #[test]
+    fn idle_and_slow_senders_time_out() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let c = TcpConn::new(t0, LIMITS);
+        assert_eq!(c.deadline(), t0 + s(10));
+        assert_eq!(c.expired(t0 + s(9)), None);
+        assert_eq!(c.expired(t0 + s(10)), Some(TcpClose::Idle));
+
+        let mut c = TcpConn::new(t0, LIMITS);
+        give(&mut c, t0 + s(1), &[0xff, 0xff, 1, 2]).unwrap();
+        give(&mut c, t0 + s(3), &[3]).unwrap();
+        assert_eq!(c.deadline(), t0 + s(4), "from the message's first byte");
+        assert_eq!(c.expired(t0 + s(4)), Some(TcpClose::ReadTimeout));
+        assert_eq!(c.evictable_since(), Some(t0 + s(3)), "not being answered");
+    }
+
+    #[test]
+    fn a_silent_backend_closes_the_connection() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = TcpConn::new(t0, LIMITS);
+        give(&mut c, t0, &query()).unwrap();
+        c.forwarded(usize::MAX);
+        assert_eq!(c.expired(t0 + s(9)), None);
+        assert_eq!(c.expired(t0 + s(10)), Some(TcpClose::Unanswered));
+        c.on_answer_bytes(t0 + s(9), &[0]);
+        assert_eq!(c.expired(t0 + s(10)), None, "the backend is answering");
+    }
+
+    #[test]
+    fn answer_counting_survives_any_cut() {
+        let stream = [&[0u8, 2, 9, 9][..], &[0, 0], &[1, 0], &[7; 256]].concat();
+        for step in 1..stream.len() {
+            let mut a = AnswerCounter::default();
+            let n: u32 = stream.chunks(step).map(|c| a.feed(c)).sum();
+            assert_eq!(n, 3, "step {step}");
+        }
+    }
+}
