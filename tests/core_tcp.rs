@@ -8,7 +8,7 @@ mod scenario;
 use std::net::SocketAddr;
 
 use mname_balancer::core::intake::Refusal;
-use mname_balancer::core::{SessionEnd, SessionId, TcpClose, TcpVerdict};
+use mname_balancer::core::{ConnActivity, SessionEnd, SessionId, TcpClose, TcpVerdict};
 use scenario::*;
 
 fn peer(s: &str) -> SocketAddr {
@@ -58,9 +58,9 @@ fn at_the_limit_the_longest_idle_session_is_evicted_and_busy_ones_never() {
     let (b, _) = admit(&mut s, "10.0.0.2:1", &activity);
     let (c, _) = admit(&mut s, "10.0.0.3:1", &activity);
     let t = s.now;
-    activity.0.insert(a, None); // being answered
-    activity.0.insert(b, Some(t + ms(20)));
-    activity.0.insert(c, Some(t + ms(10))); // idle the longest
+    activity.busy(a, t); // being answered, since long ago
+    activity.idle(b, t + ms(20));
+    activity.idle(c, t + ms(10)); // idle the longest
     s.advance(ms(100));
     let (d, evicted) = admit(&mut s, "10.0.0.4:1", &activity);
     assert_eq!(evicted, Some(c), "the longest idle goes");
@@ -74,8 +74,8 @@ fn at_the_limit_the_longest_idle_session_is_evicted_and_busy_ones_never() {
     assert_eq!(s.core.counters().tcp_closed_error, 0);
 
     // All busy: the new one is refused, nobody is cut.
-    activity.0.insert(b, None);
-    activity.0.insert(d, None);
+    activity.busy(b, s.now);
+    activity.busy(d, s.now);
     assert_eq!(
         s.core.on_tcp_offered(s.now, peer("10.0.0.5:1"), &activity),
         TcpVerdict::Refuse
@@ -126,4 +126,66 @@ fn every_close_is_counted_by_its_reason() {
     assert_eq!((c.tcp_closed_error, c.tcp_closed_backend), (1, 1));
     assert_eq!(c.tcp_accepted, c.tcp_dropped() + c.tcp_closed());
     assert_eq!(s.core.tcp_sessions_open(), 0);
+}
+
+#[test]
+fn the_sweep_closes_idle_slow_and_unanswered_sessions_and_no_others() {
+    let mut s = ready(&["--tcp-idle-timeout", "1s", "--tcp-read-timeout", "400ms"]);
+    let mut activity = Activity::default();
+    assert_eq!(s.core.tcp_sweep_at(), None, "no sessions, no sweep");
+    let t0 = s.now;
+    let (idle, _) = admit(&mut s, "10.0.0.1:1", &activity);
+    let (slow, _) = admit(&mut s, "10.0.0.2:1", &activity);
+    let (waiting, _) = admit(&mut s, "10.0.0.3:1", &activity);
+    let (fresh, _) = admit(&mut s, "10.0.0.4:1", &activity);
+    // The sweep runs every eighth of the shorter timeout: 50 ms.
+    assert_eq!(s.core.tcp_sweep_at(), Some(t0 + ms(50)));
+    activity.idle(idle, t0);
+    activity.0.insert(
+        slow,
+        ConnActivity {
+            last_activity: t0 + ms(300),
+            partial_since: Some(t0),
+            answering_since: None,
+        },
+    );
+    activity.busy(waiting, t0);
+    activity.idle(fresh, t0 + ms(900));
+    let mut closed = Vec::new();
+    s.advance(ms(399));
+    s.core.sweep_tcp_sessions(s.now, &activity, &mut closed);
+    assert!(closed.is_empty(), "nothing due yet: {closed:?}");
+    let next = s.core.tcp_sweep_at().expect("sessions open");
+    assert_eq!(next, s.now + ms(50));
+    s.advance_to(next);
+    s.core.sweep_tcp_sessions(s.now, &activity, &mut closed);
+    assert_eq!(
+        closed,
+        [slow],
+        "the half-sent message, a sweep past its timeout"
+    );
+    s.advance(ms(600));
+    closed.clear();
+    s.core.sweep_tcp_sessions(s.now, &activity, &mut closed);
+    closed.sort_by_key(|id| id.conn_id);
+    assert_eq!(closed, [idle, waiting]);
+    let c = s.core.counters();
+    assert_eq!(
+        (
+            c.tcp_closed_read_timeout,
+            c.tcp_closed_idle,
+            c.tcp_closed_unanswered
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(s.core.tcp_sessions_open(), 1, "the fresh one stays");
+    // Its own late report changes nothing.
+    s.core.on_session_ended(
+        s.now,
+        idle,
+        1,
+        SessionEnd::Closed(TcpClose::Error),
+        &mut s.io,
+    );
+    assert_eq!(s.core.counters().tcp_closed_error, 0);
 }

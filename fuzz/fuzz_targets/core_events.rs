@@ -17,22 +17,22 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use mname_balancer::cli::{self, Command};
 use mname_balancer::core::{
-    Core, Datagram, Io, QueueFull, SessionActivity, SessionEnd, SessionId, Signal, TcpClose,
-    TcpVerdict,
+    ConnActivity, Core, Datagram, Io, QueueFull, SessionActivity, SessionEnd, SessionId, Signal,
+    TcpClose, TcpVerdict,
 };
 use mname_balancer_protocol::UDP6_HEADER_LEN;
 use tokio::time::Instant;
 
 const BACKENDS: [u32; 3] = [5300, 5301, 5302];
 
-/// The sessions open: id, backend, idle since.
-type Open = Vec<(SessionId, u32, Option<Instant>)>;
+/// The sessions open: id, backend, activity.
+type Open = Vec<(SessionId, u32, ConnActivity)>;
 
 struct Idle<'a>(&'a Open);
 
 impl SessionActivity for Idle<'_> {
-    fn evictable_since(&self, id: SessionId) -> Option<Instant> {
-        self.0.iter().find(|(s, ..)| *s == id)?.2
+    fn activity(&self, id: SessionId) -> Option<ConnActivity> {
+        Some(self.0.iter().find(|(s, ..)| *s == id)?.2)
     }
 }
 
@@ -166,13 +166,19 @@ fuzz_target!(|data: &[u8]| {
                 if let TcpVerdict::Admit { plan, evict } = core.on_tcp_offered(now, peer, &activity)
                 {
                     if let Some(victim) = evict {
-                        if !sessions.iter().any(|(id, _, idle)| *id == victim && idle.is_some()) {
+                        if !sessions
+                            .iter()
+                            .any(|(id, _, a)| *id == victim && a.evictable_since().is_some())
+                        {
                             panic!("evicted {victim:?}, not an idle session");
                         }
                         sessions.retain(|(id, ..)| *id != victim);
                     }
-                    let idle = (arg & 1 == 0).then_some(now);
-                    sessions.push((plan.session, plan.backend, idle));
+                    let mut activity = ConnActivity::idle_from(now);
+                    if arg & 1 == 1 {
+                        activity.answering_since = Some(now);
+                    }
+                    sessions.push((plan.session, plan.backend, activity));
                 }
             }
             7 => {
@@ -197,6 +203,9 @@ fuzz_target!(|data: &[u8]| {
             _ => io.queued = 0,
         }
         core.handle_timeout(now, &mut io);
+        let mut closed = Vec::new();
+        core.sweep_tcp_sessions(now, &Idle(&sessions), &mut closed);
+        sessions.retain(|(id, ..)| !closed.contains(id));
         // Carry out the commands as the shell would.
         loop {
             for (id, g) in std::mem::take(&mut io.connects) {

@@ -1,5 +1,6 @@
 //! UDP intake: any datagram is judged (a query, or short, a response, a
-//! question that does not parse) without panicking, and for a query the
+//! question that does not parse) without panicking and exactly as
+//! hickory's full decoding judges it, and for a query the
 //! answers the balancer can make itself (SERVFAIL, REFUSED, TC=1) parse as
 //! responses that carry the query's id.
 
@@ -10,6 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use mname_balancer::core::{intake, synth};
 
 fuzz_target!(|data: &[u8]| {
+    assert_eq!(intake::check(data), intake::check_with_hickory(data));
     if let Ok(id) = intake::check(data) {
         assert_eq!(intake::dns_id(data), Some(id));
         for answer in [

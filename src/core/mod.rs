@@ -65,7 +65,7 @@ pub use counters::Counters;
 pub use datagrams::Datagram;
 pub use ratelimit::{AddressBudgets, LogBudget, RateLimit};
 pub use tcp::{SessionActivity, SessionEnd, SessionId, SessionKey, SessionPlan, TcpVerdict};
-pub use tcp_conn::{TcpClose, TcpConn, TcpConnLimits};
+pub use tcp_conn::{ConnActivity, TcpClose, TcpConn, TcpConnLimits};
 pub use timers::ACCEPT_BACKOFF;
 use timers::TimerKey;
 

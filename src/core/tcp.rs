@@ -20,8 +20,16 @@
 //!   every session's activity, so it costs a pass over the table, and only
 //!   when the table is full.
 //!
-//! Each session ends with exactly one [`SessionEnd`] report, which is how
-//! the core counts every close by reason and learns that a backend never
+//! Sessions are swept on a timer ([`Core::sweep_tcp_sessions`]): each one's
+//! published activity ([`ConnActivity`]) says whether it has been idle past
+//! `--tcp-idle-timeout`, has had a message half-sent past
+//! `--tcp-read-timeout`, or has waited on a silent backend; those are
+//! closed.  The sweep runs every eighth of the shorter timeout (between
+//! 10 ms and 1 s), so a connection is closed at most that late.
+//!
+//! A session the core closes (evicted or expired) is counted and forgotten
+//! at once; any other ends with exactly one [`SessionEnd`] report, which is
+//! how the core counts it by reason and learns that a backend never
 //! confirmed a session (it is then faulted, as the original does).
 //! `tcp_accepted` = the `tcp_dropped_*` + the `tcp_closed_*` + the
 //! sessions open, always (the simulation checks it).
@@ -38,7 +46,7 @@ use tokio::time::Instant;
 
 use super::assign::{Assigned, assign_client};
 use super::intake::Refusal;
-use super::tcp_conn::{TcpClose, TcpConnLimits};
+use super::tcp_conn::{ConnActivity, TcpClose, TcpConnLimits};
 use super::{Core, Counters, Io, REPEAT_LOG_INTERVAL};
 use crate::backends::BackendId;
 use crate::remotes::RemoteStats;
@@ -60,7 +68,7 @@ pub struct SessionId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TcpVerdict {
     /// Relay it as planned; first close `evict`, if given, which the core
-    /// has already forgotten (no report is expected from it).
+    /// has already counted and forgotten (no report is expected from it).
     Admit {
         plan: SessionPlan,
         evict: Option<SessionId>,
@@ -79,8 +87,6 @@ pub struct SessionPlan {
     pub backend_path: PathBuf,
     /// INBOUND_TCP_OK must arrive within this.
     pub ok_timeout: Duration,
-    /// The connection's idle and read limits.
-    pub limits: TcpConnLimits,
 }
 
 /// How a session ended.
@@ -95,11 +101,10 @@ pub enum SessionEnd {
 }
 
 /// What the shell knows of its sessions that the core needs to choose one
-/// to evict: since when each has been idle.
+/// to evict or to close: each one's activity, as its relay published it.
 pub trait SessionActivity {
-    /// Since when `session` has had no query outstanding and no byte
-    /// either way; `None` while it is being answered.
-    fn evictable_since(&self, session: SessionId) -> Option<Instant>;
+    /// The activity of `session`; `None` if the shell has no such session.
+    fn activity(&self, session: SessionId) -> Option<ConnActivity>;
 }
 
 /// One open session.
@@ -114,6 +119,8 @@ struct Entry {
 pub(super) struct TcpSessions {
     table: Slab<Entry>,
     per_client: HashMap<IpAddr, u32, RandomState>,
+    /// When the table is next swept for expired sessions (while any).
+    next_sweep: Option<Instant>,
 }
 
 impl TcpSessions {
@@ -159,7 +166,8 @@ impl TcpSessions {
                     key,
                     conn_id: e.conn_id,
                 };
-                activity.evictable_since(id).map(|since| (since, id))
+                let since = activity.activity(id)?.evictable_since()?;
+                Some((since, id))
             })
             .min_by_key(|(since, id)| (*since, id.conn_id))
             .map(|(_, id)| id)
@@ -213,7 +221,7 @@ impl Core {
             match self.tcp.longest_idle(activity) {
                 Some(victim) => {
                     self.tcp.remove(victim);
-                    self.counters.tcp_evicted += 1;
+                    count_close(&mut self.counters, SessionEnd::Closed(TcpClose::Evicted));
                     evict = Some(victim);
                 }
                 None => {
@@ -237,6 +245,9 @@ impl Core {
             be.stats.conn_start += 1;
         }
         let session = self.tcp.insert(conn_id, ip);
+        if self.tcp.next_sweep.is_none() {
+            self.tcp.next_sweep = Some(now + self.tcp_sweep_interval());
+        }
         let t = &self.cfg.timers;
         TcpVerdict::Admit {
             plan: SessionPlan {
@@ -245,13 +256,64 @@ impl Core {
                 backend: be_id,
                 backend_path,
                 ok_timeout: t.tcp_connect_timeout,
-                limits: TcpConnLimits {
-                    idle: t.tcp_idle_timeout,
-                    read: t.tcp_read_timeout,
-                },
             },
             evict,
         }
+    }
+
+    fn tcp_limits(&self) -> TcpConnLimits {
+        let t = &self.cfg.timers;
+        TcpConnLimits {
+            idle: t.tcp_idle_timeout,
+            read: t.tcp_read_timeout,
+        }
+    }
+
+    /// An eighth of the shorter TCP timeout, between 10 ms and 1 s.
+    fn tcp_sweep_interval(&self) -> Duration {
+        let t = &self.cfg.timers;
+        (t.tcp_idle_timeout.min(t.tcp_read_timeout) / 8)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    /// When [`Core::sweep_tcp_sessions`] is next due (never while no
+    /// session is open).
+    pub fn tcp_sweep_at(&self) -> Option<Instant> {
+        self.tcp.next_sweep
+    }
+
+    /// Close every session whose time is up by its `activity`: each is
+    /// counted by reason, forgotten, and pushed to `closed` for the shell
+    /// to close (no report is expected from it).
+    pub fn sweep_tcp_sessions(
+        &mut self,
+        now: Instant,
+        activity: &impl SessionActivity,
+        closed: &mut Vec<SessionId>,
+    ) {
+        if self.tcp.next_sweep.is_none_or(|at| at > now) {
+            return;
+        }
+        let limits = self.tcp_limits();
+        let expired: Vec<(SessionId, TcpClose)> = self
+            .tcp
+            .table
+            .iter()
+            .filter_map(|(key, e)| {
+                let id = SessionId {
+                    key,
+                    conn_id: e.conn_id,
+                };
+                Some((id, activity.activity(id)?.expired(limits, now)?))
+            })
+            .collect();
+        for (id, why) in expired {
+            self.tcp.remove(id);
+            count_close(&mut self.counters, SessionEnd::Closed(why));
+            closed.push(id);
+        }
+        self.tcp.next_sweep = (self.tcp.len() > 0).then(|| now + self.tcp_sweep_interval());
+        self.check_drained();
     }
 
     /// A session admitted by [`Core::on_tcp_offered`] ended.  A report for
@@ -266,6 +328,9 @@ impl Core {
     ) {
         if !self.tcp.remove(session) {
             return;
+        }
+        if self.tcp.len() == 0 {
+            self.tcp.next_sweep = None;
         }
         count_close(&mut self.counters, end);
         match end {
@@ -302,7 +367,6 @@ fn count_close(c: &mut Counters, end: SessionEnd) {
             TcpClose::BadMessage(Refusal::Response) => &mut c.tcp_closed_response,
             TcpClose::BadMessage(Refusal::BadQuestion) => &mut c.tcp_closed_malformed,
             TcpClose::Empty => &mut c.tcp_closed_empty,
-            // Counted when decided; a report never says it.
             TcpClose::Evicted => &mut c.tcp_evicted,
         },
     };

@@ -1,9 +1,15 @@
 //! ONE CLIENT TCP CONNECTION: WHEN IT IS CLOSED
 //!
-//! The policy of a relayed TCP connection, as a plain state machine the
-//! relay task drives ([`crate::shell::tcp_session`]): it is told of bytes
-//! from the client and from the backend and of the time, and it says what
-//! may be forwarded and when the connection must close, and why.
+//! The policy of a relayed TCP connection, in two parts.  [`TcpConn`] is a
+//! plain state machine the relay task drives ([`crate::shell::tcp_session`]):
+//! it is told of bytes from the client and from the backend, says what may
+//! be forwarded, and closes the connection on a bad message.  Its timing is
+//! summed up in a [`ConnActivity`], which the task publishes and the core
+//! reads when it sweeps the sessions ([`super::tcp`]): whether a connection
+//! has expired, and why, is [`ConnActivity::expired`], a function of that
+//! summary, the limits and `now`.  (A timer per connection would cost each
+//! query a timer-wheel update; one sweep of the table costs nothing per
+//! query, and closes a connection at most a sweep interval late.)
 //!
 //! - Each query is read as a message ([`TcpMessages`]) and passes the same
 //!   intake as a UDP datagram ([`super::intake`]): a message that is short,
@@ -22,8 +28,9 @@
 //!   `--tcp-idle-timeout` has stopped answering: the connection is closed
 //!   rather than held for ever.
 //! - While nothing is outstanding the connection may be evicted to admit a
-//!   new one at `--max-tcp-sessions` ([`super::tcp`]); it reports since when
-//!   ([`TcpConn::evictable_since`]).  A connection being answered never is.
+//!   new one at `--max-tcp-sessions` ([`super::tcp`]); its activity says
+//!   since when ([`ConnActivity::evictable_since`]).  A connection being
+//!   answered never is.
 
 use std::time::Duration;
 
@@ -114,18 +121,16 @@ pub struct TcpConn {
     last_activity: Instant,
     /// The last byte from the backend, or when queries became outstanding.
     answer_progress: Instant,
-    limits: TcpConnLimits,
 }
 
 impl TcpConn {
-    pub fn new(now: Instant, limits: TcpConnLimits) -> Self {
+    pub fn new(now: Instant) -> Self {
         TcpConn {
             queries: TcpMessages::new(),
             answers: AnswerCounter::default(),
             outstanding: 0,
             last_activity: now,
             answer_progress: now,
-            limits,
         }
     }
 
@@ -193,38 +198,59 @@ impl TcpConn {
         self.outstanding
     }
 
-    /// When [`TcpConn::expired`] next has something to say.
-    pub fn deadline(&self) -> Instant {
-        let mut at = if self.outstanding > 0 {
-            self.answer_progress + self.limits.idle
-        } else {
-            self.last_activity + self.limits.idle
-        };
-        if let Some(since) = self.queries.partial_since() {
-            at = at.min(since + self.limits.read);
+    /// The connection's timing, as the core needs it.
+    pub fn activity(&self) -> ConnActivity {
+        ConnActivity {
+            last_activity: self.last_activity,
+            partial_since: self.queries.partial_since(),
+            answering_since: (self.outstanding > 0 || !self.to_forward().is_empty())
+                .then_some(self.answer_progress),
         }
-        at
+    }
+}
+
+/// What the core knows of a connection's timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnActivity {
+    /// The last byte either way (or the start).
+    pub last_activity: Instant,
+    /// When the message now arriving started, if one is.
+    pub partial_since: Option<Instant>,
+    /// While queries are outstanding: the backend's last byte, or when they
+    /// became outstanding.
+    pub answering_since: Option<Instant>,
+}
+
+impl ConnActivity {
+    /// A connection that has done nothing since `now`.
+    pub fn idle_from(now: Instant) -> Self {
+        ConnActivity {
+            last_activity: now,
+            partial_since: None,
+            answering_since: None,
+        }
     }
 
     /// Whether the connection must close at `now`, and why.
-    pub fn expired(&self, now: Instant) -> Option<TcpClose> {
-        if let Some(since) = self.queries.partial_since()
-            && now >= since + self.limits.read
+    pub fn expired(&self, limits: TcpConnLimits, now: Instant) -> Option<TcpClose> {
+        if let Some(since) = self.partial_since
+            && now >= since + limits.read
         {
             return Some(TcpClose::ReadTimeout);
         }
-        if self.outstanding > 0 {
-            (now >= self.answer_progress + self.limits.idle).then_some(TcpClose::Unanswered)
-        } else {
-            (now >= self.last_activity + self.limits.idle).then_some(TcpClose::Idle)
+        match self.answering_since {
+            Some(since) => (now >= since + limits.idle).then_some(TcpClose::Unanswered),
+            None => (now >= self.last_activity + limits.idle).then_some(TcpClose::Idle),
         }
     }
 
     /// Since when the connection could be closed without cutting an
-    /// answer: `None` while queries are outstanding (or checked queries wait
-    /// to be written).
+    /// answer: `None` while queries are outstanding.
     pub fn evictable_since(&self) -> Option<Instant> {
-        (self.outstanding == 0 && self.to_forward().is_empty()).then_some(self.last_activity)
+        match self.answering_since {
+            Some(_) => None,
+            None => Some(self.last_activity),
+        }
     }
 }
 
@@ -263,12 +289,12 @@ mod tests {
     #[test]
     fn queries_are_checked_and_counted_until_answered() {
         let t0 = Instant::now();
-        let mut c = TcpConn::new(t0, LIMITS);
+        let mut c = TcpConn::new(t0);
         let two = [query(), query()].concat();
         give(&mut c, t0, &two).unwrap();
         assert_eq!(c.outstanding(), 2);
         assert_eq!(c.to_forward(), &two[..]);
-        assert_eq!(c.evictable_since(), None, "being answered");
+        assert_eq!(c.activity().evictable_since(), None, "being answered");
         c.forwarded(two.len());
         // The answers arrive cut anywhere.
         let answers = [query(), query()].concat();
@@ -277,7 +303,7 @@ mod tests {
         assert_eq!(c.outstanding(), 2);
         c.on_answer_bytes(t0, b);
         assert_eq!(c.outstanding(), 0);
-        assert_eq!(c.evictable_since(), Some(t0));
+        assert_eq!(c.activity().evictable_since(), Some(t0));
     }
 
     #[test]
@@ -286,22 +312,22 @@ mod tests {
         let mut response = query();
         response[4] |= 0x80;
         assert_eq!(
-            give(&mut TcpConn::new(t0, LIMITS), t0, &response),
+            give(&mut TcpConn::new(t0), t0, &response),
             Err(TcpClose::BadMessage(Refusal::Response))
         );
         assert_eq!(
-            give(&mut TcpConn::new(t0, LIMITS), t0, &[0, 3, 1, 2, 3]),
+            give(&mut TcpConn::new(t0), t0, &[0, 3, 1, 2, 3]),
             Err(TcpClose::BadMessage(Refusal::Short))
         );
         assert_eq!(
-            give(&mut TcpConn::new(t0, LIMITS), t0, &[0, 0]),
+            give(&mut TcpConn::new(t0), t0, &[0, 0]),
             Err(TcpClose::Empty)
         );
         let mut cut = query();
         cut[1] -= 3;
         cut.truncate(cut.len() - 3);
         assert_eq!(
-            give(&mut TcpConn::new(t0, LIMITS), t0, &cut),
+            give(&mut TcpConn::new(t0), t0, &cut),
             Err(TcpClose::BadMessage(Refusal::BadQuestion))
         );
     }
@@ -310,30 +336,51 @@ mod tests {
     fn idle_and_slow_senders_time_out() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let c = TcpConn::new(t0, LIMITS);
-        assert_eq!(c.deadline(), t0 + s(10));
-        assert_eq!(c.expired(t0 + s(9)), None);
-        assert_eq!(c.expired(t0 + s(10)), Some(TcpClose::Idle));
+        let c = TcpConn::new(t0);
+        assert_eq!(c.activity(), ConnActivity::idle_from(t0));
+        assert_eq!(c.activity().expired(LIMITS, t0 + s(9)), None);
+        assert_eq!(
+            c.activity().expired(LIMITS, t0 + s(10)),
+            Some(TcpClose::Idle)
+        );
 
-        let mut c = TcpConn::new(t0, LIMITS);
+        let mut c = TcpConn::new(t0);
         give(&mut c, t0 + s(1), &[0xff, 0xff, 1, 2]).unwrap();
         give(&mut c, t0 + s(3), &[3]).unwrap();
-        assert_eq!(c.deadline(), t0 + s(4), "from the message's first byte");
-        assert_eq!(c.expired(t0 + s(4)), Some(TcpClose::ReadTimeout));
-        assert_eq!(c.evictable_since(), Some(t0 + s(3)), "not being answered");
+        assert_eq!(
+            c.activity().partial_since,
+            Some(t0 + s(1)),
+            "from its first byte"
+        );
+        assert_eq!(c.activity().expired(LIMITS, t0 + s(3)), None);
+        assert_eq!(
+            c.activity().expired(LIMITS, t0 + s(4)),
+            Some(TcpClose::ReadTimeout)
+        );
+        assert_eq!(
+            c.activity().evictable_since(),
+            Some(t0 + s(3)),
+            "not being answered"
+        );
     }
 
     #[test]
     fn a_silent_backend_closes_the_connection() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let mut c = TcpConn::new(t0, LIMITS);
+        let mut c = TcpConn::new(t0);
         give(&mut c, t0, &query()).unwrap();
         c.forwarded(usize::MAX);
-        assert_eq!(c.expired(t0 + s(9)), None);
-        assert_eq!(c.expired(t0 + s(10)), Some(TcpClose::Unanswered));
+        let a = c.activity();
+        assert_eq!(a.expired(LIMITS, t0 + s(9)), None);
+        assert_eq!(a.expired(LIMITS, t0 + s(10)), Some(TcpClose::Unanswered));
+        assert_eq!(a.evictable_since(), None, "being answered");
         c.on_answer_bytes(t0 + s(9), &[0]);
-        assert_eq!(c.expired(t0 + s(10)), None, "the backend is answering");
+        assert_eq!(
+            c.activity().expired(LIMITS, t0 + s(10)),
+            None,
+            "the backend is answering"
+        );
     }
 
     #[test]

@@ -24,9 +24,10 @@ use tokio::time::Instant;
 /// The longest message a length prefix can announce.
 pub const MAX_TCP_MESSAGE: usize = u16::MAX as usize;
 
-/// Room made for each read: a few queries at once, small enough that an
-/// idle connection costs little.
-pub const READ_CHUNK: usize = 2048;
+/// Room made for each read: a resolver's window of queries at once (64
+/// queries of a typical 30 to 60 bytes), small enough that a connection
+/// costs little.  Made only once a connection sends.
+pub const READ_CHUNK: usize = 4096;
 
 /// Why a stream is not DNS over TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -17,7 +17,9 @@
 //! 4. datagrams waiting on the UDP sockets, in bounded batches
 //!    ([`udp`], `recvmmsg`), each framed in its receive buffer and given to
 //!    [`Core::on_datagram`];
-//! 5. timers that are due ([`Core::handle_timeout`]);
+//! 5. timers that are due ([`Core::handle_timeout`]), and the sweep of TCP
+//!    sessions when it is due ([`Core::sweep_tcp_sessions`], reading the
+//!    activity each session publishes);
 //! 6. then it settles: connects and directory listings the core asked for
 //!    are done and their results handed back, queued frames are written to
 //!    the backends, and gathered answers leave in one `sendmmsg` per socket.
@@ -152,6 +154,8 @@ struct Shell {
     sessions: JoinSet<()>,
     /// What the loop knows of each running session (for eviction).
     tcp_sessions: Sessions,
+    /// Sessions the core closed at a sweep (reused).
+    closed_sessions: Vec<crate::core::SessionId>,
     session_tx: mpsc::Sender<Ended>,
     /// One read buffer serves every backend link.
     read_buf: Vec<u8>,
@@ -193,6 +197,7 @@ pub async fn run(
         cmds: Commands::default(),
         sessions: JoinSet::new(),
         tcp_sessions: Sessions::new(Instant::now()),
+        closed_sessions: Vec::new(),
         session_tx,
         read_buf: vec![0; READ_CHUNK],
         readable: Vec::new(),
@@ -211,9 +216,10 @@ pub async fn run(
             Phase::Draining => shell.tcp = None,
             Phase::Serving => {}
         }
-        let deadline = shell
-            .core
-            .poll_timeout()
+        let deadline = [shell.core.poll_timeout(), shell.core.tcp_sweep_at()]
+            .into_iter()
+            .flatten()
+            .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         let wake = tokio::select! {
             biased;
@@ -257,6 +263,9 @@ pub async fn run(
         }
         if shell.core.poll_timeout().is_some_and(|t| t <= now) {
             shell.with_io(|core, io| core.handle_timeout(now, io));
+        }
+        if shell.core.tcp_sweep_at().is_some_and(|t| t <= now) {
+            shell.sweep_sessions(now);
         }
         shell.settle();
         if did_io {
@@ -420,7 +429,7 @@ impl Shell {
             return;
         };
         if let Some(victim) = evict {
-            self.tcp_sessions.evict(victim);
+            self.tcp_sessions.close(victim);
         }
         // Answers go out as soon as the backend writes them: a resolver
         // pipelining queries must not wait on Nagle's algorithm.  Failure
@@ -440,6 +449,18 @@ impl Shell {
             epoch: self.tcp_sessions.epoch(),
         }));
         self.tcp_sessions.started(id, cell, abort);
+    }
+
+    /// Close the TCP sessions whose time is up, as the core decides from
+    /// their published activity.
+    fn sweep_sessions(&mut self, now: Instant) {
+        let mut closed = std::mem::take(&mut self.closed_sessions);
+        self.core
+            .sweep_tcp_sessions(now, &self.tcp_sessions, &mut closed);
+        for id in closed.drain(..) {
+            self.tcp_sessions.close(id);
+        }
+        self.closed_sessions = closed;
     }
 
     /// Carry out what the core asked for, handing results back, until

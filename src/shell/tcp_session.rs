@@ -17,11 +17,13 @@
 //! in answers.  End-of-stream is passed on: after the client's FIN the
 //! backend can still answer what was asked.
 //!
-//! Each session publishes since when it has been idle in a [`SessionCell`]
-//! the loop reads when it must evict one ([`Sessions`], the core's
-//! [`SessionActivity`]); an evicted session's task is aborted.  A backend
-//! that does not send the OK within the TCP connect timeout is reported to
-//! the core, which faults it.
+//! Each session publishes its activity (last byte, message half-read,
+//! answers awaited) in a [`SessionCell`], three atomics the task stores to
+//! and the loop reads when the core sweeps the sessions or must evict one
+//! ([`Sessions`], the core's [`SessionActivity`]).  A session the core
+//! closes is aborted.  No session has a timer of its own: that would cost
+//! every query a timer-wheel update.  A backend that does not send the OK
+//! within the TCP connect timeout is reported to the core, which faults it.
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
@@ -30,17 +32,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use slog::{Logger, debug, error, warn};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::backends::BackendId;
 use crate::core::{
-    SessionActivity, SessionEnd, SessionId, SessionKey, SessionPlan, TcpClose, TcpConn,
+    ConnActivity, SessionActivity, SessionEnd, SessionId, SessionKey, SessionPlan, TcpClose,
+    TcpConn,
 };
 use mname_balancer_protocol::{self as frame, frame_type};
 
@@ -50,19 +54,53 @@ pub type Ended = (SessionId, BackendId, SessionEnd);
 /// Bytes of the backend's answers read at a time.
 const ANSWER_CHUNK: usize = 8192;
 
-/// Bytes read from a client at a time, at most.
-const QUERY_READ_MAX: usize = 16 * 1024;
-
-/// What a session tells the loop while it runs: since when it is idle,
-/// and whether the loop evicted it.
+/// What a session tells the loop while it runs: its activity, in
+/// milliseconds from the loop's epoch plus one (0 for none), and whether
+/// the core closed it.
 #[derive(Debug)]
 pub struct SessionCell {
-    /// 0 while being answered; else 1 + milliseconds from the loop's
-    /// epoch to when it became idle.
-    idle_since: AtomicU64,
-    /// Set by the loop before aborting an evicted session: the core has
-    /// forgotten it, so its end is not reported.
-    evicted: AtomicBool,
+    last_activity: AtomicU64,
+    partial_since: AtomicU64,
+    answering_since: AtomicU64,
+    /// Set by the loop before aborting a session the core closed: the core
+    /// has forgotten it, so its end is not reported.
+    closed_by_core: AtomicBool,
+}
+
+impl SessionCell {
+    /// Store `a` (only what changed).
+    fn publish(&self, epoch: Instant, a: &ConnActivity) {
+        for (cell, t) in [
+            (&self.last_activity, Some(a.last_activity)),
+            (&self.partial_since, a.partial_since),
+            (&self.answering_since, a.answering_since),
+        ] {
+            let v = encode(epoch, t);
+            if cell.load(Ordering::Relaxed) != v {
+                cell.store(v, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn read(&self, epoch: Instant) -> ConnActivity {
+        let get = |cell: &AtomicU64| decode(epoch, cell.load(Ordering::Relaxed));
+        ConnActivity {
+            last_activity: get(&self.last_activity).unwrap_or(epoch),
+            partial_since: get(&self.partial_since),
+            answering_since: get(&self.answering_since),
+        }
+    }
+}
+
+fn encode(epoch: Instant, t: Option<Instant>) -> u64 {
+    match t {
+        None => 0,
+        Some(t) => 1 + u64::try_from(t.saturating_duration_since(epoch).as_millis()).unwrap_or(0),
+    }
+}
+
+fn decode(epoch: Instant, v: u64) -> Option<Instant> {
+    (v > 0).then(|| epoch + Duration::from_millis(v - 1))
 }
 
 /// The loop's handles on the sessions running.
@@ -86,10 +124,14 @@ impl Sessions {
 
     /// A cell for a session admitted at `now` (idle from the start).
     pub fn cell(&self, now: Instant) -> Arc<SessionCell> {
-        Arc::new(SessionCell {
-            idle_since: AtomicU64::new(encode(self.epoch, Some(now))),
-            evicted: AtomicBool::new(false),
-        })
+        let cell = SessionCell {
+            last_activity: AtomicU64::new(0),
+            partial_since: AtomicU64::new(0),
+            answering_since: AtomicU64::new(0),
+            closed_by_core: AtomicBool::new(false),
+        };
+        cell.publish(self.epoch, &ConnActivity::idle_from(now));
+        Arc::new(cell)
     }
 
     pub fn started(&mut self, id: SessionId, cell: Arc<SessionCell>, abort: AbortHandle) {
@@ -103,39 +145,27 @@ impl Sessions {
         }
     }
 
-    /// Close a session the core evicted, without a report.
-    pub fn evict(&mut self, id: SessionId) {
+    /// Close a session the core closed (evicted or expired), without a
+    /// report.
+    pub fn close(&mut self, id: SessionId) {
         if self.running.get(&id.key).is_some_and(|(s, ..)| *s == id)
             && let Some((_, cell, abort)) = self.running.remove(&id.key)
         {
-            cell.evicted.store(true, Ordering::Relaxed);
+            cell.closed_by_core.store(true, Ordering::Relaxed);
             abort.abort();
         }
     }
 }
 
 impl SessionActivity for Sessions {
-    fn evictable_since(&self, session: SessionId) -> Option<Instant> {
+    fn activity(&self, session: SessionId) -> Option<ConnActivity> {
         let (id, cell, _) = self.running.get(&session.key)?;
-        if *id != session {
-            return None;
-        }
-        match cell.idle_since.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(self.epoch + std::time::Duration::from_millis(ms - 1)),
-        }
-    }
-}
-
-fn encode(epoch: Instant, idle_since: Option<Instant>) -> u64 {
-    match idle_since {
-        None => 0,
-        Some(t) => 1 + u64::try_from(t.saturating_duration_since(epoch).as_millis()).unwrap_or(0),
+        (*id == session).then(|| cell.read(self.epoch))
     }
 }
 
 /// Reports the end of a session exactly once, however the task ends
-/// (returns, panics, or is dropped at shutdown), unless it was evicted.
+/// (returns, panics, or is dropped at shutdown), unless the core closed it.
 /// The loop's channel holds one report per session in the core's table
 /// (its capacity is the session limit), so no report is lost.
 pub struct EndReport {
@@ -160,7 +190,7 @@ impl EndReport {
 
 impl Drop for EndReport {
     fn drop(&mut self) {
-        if !self.cell.evicted.load(Ordering::Relaxed) {
+        if !self.cell.closed_by_core.load(Ordering::Relaxed) {
             let _ = self.tx.try_send((self.id, self.backend, self.end));
         }
     }
@@ -228,12 +258,10 @@ pub async fn run_session(mut s: Session) {
     };
     debug!(s.log, "connected to backend");
     let now = Instant::now();
-    let conn = TcpConn::new(now, s.plan.limits);
+    let conn = TcpConn::new(now);
     let mut relay = Relay {
         client: &mut s.client,
         back: &mut back,
-        sleep: Box::pin(tokio::time::sleep_until(conn.deadline())),
-        armed: conn.deadline(),
         conn,
         answers: Vec::new(),
         answers_sent: 0,
@@ -253,15 +281,12 @@ enum ReadStop {
     Failed,
 }
 
-/// One relay, polled by hand so that both directions and the deadline are
-/// served by the one task with no future built per event.
+/// One relay, polled by hand so that both directions are served by the one
+/// task with no future built per event.
 struct Relay<'a> {
     client: &'a mut TcpStream,
     back: &'a mut UnixStream,
     conn: TcpConn,
-    sleep: Pin<Box<Sleep>>,
-    /// The deadline `sleep` is set to.
-    armed: Instant,
     /// The backend's bytes read and not yet all written to the client.
     answers: Vec<u8>,
     answers_sent: usize,
@@ -274,29 +299,27 @@ struct Relay<'a> {
 impl Relay<'_> {
     fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<TcpClose> {
         let now = Instant::now();
+        // Each direction runs until it waits.  One cannot unblock the other
+        // (they wait on different sockets), so one pass of each will do.
         loop {
-            let up = match self.poll_up(cx, now) {
-                Poll::Ready(Ok(progress)) => progress,
+            match self.poll_up(cx, now) {
+                Poll::Ready(Ok(true)) => continue,
+                Poll::Ready(Ok(false)) | Poll::Pending => break,
                 Poll::Ready(Err(close)) => return Poll::Ready(close),
-                Poll::Pending => false,
-            };
-            let down = match self.poll_down(cx, now) {
-                Poll::Ready(Ok(progress)) => progress,
-                Poll::Ready(Err(close)) => return Poll::Ready(close),
-                Poll::Pending => false,
-            };
-            if self.client_done && self.conn.outstanding() == 0 && self.is_flushed() {
-                return Poll::Ready(TcpClose::Finished);
-            }
-            if !up && !down {
-                break;
             }
         }
-        let idle = encode(self.epoch, self.conn.evictable_since());
-        if self.cell.idle_since.load(Ordering::Relaxed) != idle {
-            self.cell.idle_since.store(idle, Ordering::Relaxed);
+        loop {
+            match self.poll_down(cx, now) {
+                Poll::Ready(Ok(true)) => continue,
+                Poll::Ready(Ok(false)) | Poll::Pending => break,
+                Poll::Ready(Err(close)) => return Poll::Ready(close),
+            }
         }
-        self.poll_deadline(cx)
+        if self.client_done && self.conn.outstanding() == 0 && self.is_flushed() {
+            return Poll::Ready(TcpClose::Finished);
+        }
+        self.cell.publish(self.epoch, &self.conn.activity());
+        Poll::Pending
     }
 
     fn is_flushed(&self) -> bool {
@@ -363,45 +386,19 @@ impl Relay<'_> {
             Err(ReadStop::Failed) => Poll::Ready(Err(TcpClose::Error)),
         }
     }
-
-    /// Wait for the connection's deadline; Ready with the reason to close
-    /// once it has passed.  The timer is moved only when the deadline comes
-    /// sooner or it fires, not on every byte.
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<TcpClose> {
-        loop {
-            let deadline = self.conn.deadline();
-            if deadline < self.armed {
-                self.sleep.as_mut().reset(deadline);
-                self.armed = deadline;
-            }
-            ready!(self.sleep.as_mut().poll(cx));
-            if let Some(close) = self.conn.expired(Instant::now()) {
-                return Poll::Ready(close);
-            }
-            let next = self.conn.deadline();
-            self.sleep.as_mut().reset(next);
-            self.armed = next;
-        }
-    }
 }
 
-/// Append what `stream` has to `buf` (room for at least one chunk is
-/// there), with tokio's read readiness: a short read clears it, so an
-/// empty socket costs no second system call.
+/// Append what `stream` has to `buf`'s spare room (there is room for at
+/// least one chunk), with tokio's read readiness: a short read clears it,
+/// so an empty socket costs no second system call, and the room is not
+/// zeroed first.
 fn read_into(
     stream: &mut (impl AsyncRead + Unpin),
     cx: &mut Context<'_>,
     buf: &mut Vec<u8>,
 ) -> Result<usize, ReadStop> {
-    let len = buf.len();
-    let room = (buf.capacity() - len).clamp(1, QUERY_READ_MAX);
-    buf.resize(len + room, 0);
-    let mut rb = ReadBuf::new(&mut buf[len..]);
-    let polled = Pin::new(stream).poll_read(cx, &mut rb);
-    let n = rb.filled().len();
-    buf.truncate(len + n);
-    match polled {
-        Poll::Ready(Ok(())) => Ok(n),
+    match std::pin::pin!(stream.read_buf(buf)).poll(cx) {
+        Poll::Ready(Ok(n)) => Ok(n),
         Poll::Ready(Err(_)) => Err(ReadStop::Failed),
         Poll::Pending => Err(ReadStop::Pending),
     }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use mname_balancer::backends::LinkState;
 use mname_balancer::cli::{self, Command};
-use mname_balancer::core::{Core, Datagram, Io, QueueFull, SessionActivity, SessionId};
+use mname_balancer::core::{
+    ConnActivity, Core, Datagram, Io, QueueFull, SessionActivity, SessionId,
+};
 use mname_balancer_protocol::{Frame, FrameBuffer, UDP6_HEADER_LEN, capability, frame_type};
 use tokio::time::Instant;
 
@@ -175,21 +177,40 @@ pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// Session activity as a test sets it: idle since a time, or busy.
+/// Session activity as a test sets it.
 #[derive(Default)]
-pub struct Activity(pub std::collections::HashMap<SessionId, Option<Instant>>);
+pub struct Activity(pub std::collections::HashMap<SessionId, ConnActivity>);
 
-impl SessionActivity for Activity {
-    fn evictable_since(&self, id: SessionId) -> Option<Instant> {
-        self.0.get(&id).copied().flatten()
+impl Activity {
+    /// `id` idle since `t`.
+    pub fn idle(&mut self, id: SessionId, t: Instant) {
+        self.0.insert(id, ConnActivity::idle_from(t));
+    }
+
+    /// `id` awaiting answers since `t`.
+    pub fn busy(&mut self, id: SessionId, t: Instant) {
+        self.0.insert(
+            id,
+            ConnActivity {
+                last_activity: t,
+                partial_since: None,
+                answering_since: Some(t),
+            },
+        );
     }
 }
 
-/// No session is idle.
+impl SessionActivity for Activity {
+    fn activity(&self, id: SessionId) -> Option<ConnActivity> {
+        self.0.get(&id).copied()
+    }
+}
+
+/// The shell knows of no session.
 pub struct NoSessions;
 
 impl SessionActivity for NoSessions {
-    fn evictable_since(&self, _: SessionId) -> Option<Instant> {
+    fn activity(&self, _: SessionId) -> Option<ConnActivity> {
         None
     }
 }

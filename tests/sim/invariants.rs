@@ -49,6 +49,8 @@ impl World {
             ("tcp_evicted", c.tcp_evicted),
             ("tcp_closed_backend", c.tcp_closed_backend),
             ("tcp_closed_idle", c.tcp_closed_idle),
+            ("tcp_closed_read_timeout", c.tcp_closed_read_timeout),
+            ("tcp_closed_unanswered", c.tcp_closed_unanswered),
             ("faults", be(|s| s.faults)),
             ("passive_faults", be(|s| s.passive_faults)),
             ("conn_error", be(|s| s.conn_error)),

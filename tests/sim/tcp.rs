@@ -1,13 +1,17 @@
 //! TCP sessions in the simulated world: clients connect (one host in five
-//! opening many, against the per-client cap), sessions fall idle or get
-//! busy, and end by every reason.  Each eviction the core decides is
-//! checked to take the session idle the longest, never a busy one.
+//! opening many, against the per-client cap), sessions fall idle, get busy,
+//! start a message and stall, and end by every reason.  Each eviction the
+//! core decides is checked to take the session idle the longest, never a
+//! busy one; each session the sweep closes must have expired by its
+//! activity, and none may outlive its expiry by more than a sweep.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use mname_balancer::core::intake::Refusal;
-use mname_balancer::core::{SessionActivity, SessionEnd, SessionId, TcpClose, TcpVerdict};
+use mname_balancer::core::{
+    ConnActivity, SessionActivity, SessionEnd, SessionId, TcpClose, TcpConnLimits, TcpVerdict,
+};
 use tokio::time::Instant;
 
 use super::dns;
@@ -20,16 +24,22 @@ pub(super) struct SimSession {
     pub(super) ends_at: Instant,
     pub(super) backend: u32,
     pub(super) end: SessionEnd,
-    /// Since when it is idle (evictable); `None` while being answered.
-    pub(super) idle_since: Option<Instant>,
+    /// What its relay would publish.
+    pub(super) activity: ConnActivity,
+}
+
+impl SimSession {
+    fn idle_since(&self) -> Option<Instant> {
+        self.activity.evictable_since()
+    }
 }
 
 /// The sessions' activity, as the shell would report it.
 pub(super) struct SimActivity<'a>(&'a [SimSession]);
 
 impl SessionActivity for SimActivity<'_> {
-    fn evictable_since(&self, id: SessionId) -> Option<Instant> {
-        self.0.iter().find(|s| s.id == id)?.idle_since
+    fn activity(&self, id: SessionId) -> Option<ConnActivity> {
+        Some(self.0.iter().find(|s| s.id == id)?.activity)
     }
 }
 
@@ -53,7 +63,7 @@ impl World {
             TcpVerdict::Admit { plan, evict } => (plan, evict),
             TcpVerdict::Refuse => {
                 if self.core.counters().tcp_dropped_session_limit > refused_full
-                    && let Some(idle) = self.sessions.iter().find(|s| s.idle_since.is_some())
+                    && let Some(idle) = self.sessions.iter().find(|s| s.idle_since().is_some())
                 {
                     self.env.violations.push(format!(
                         "refused at the session limit while {:?} was idle",
@@ -67,15 +77,17 @@ impl World {
             let longest = self
                 .sessions
                 .iter()
-                .filter_map(|s| Some((s.idle_since?, s.id.conn_id)))
+                .filter_map(|s| Some((s.idle_since()?, s.id.conn_id)))
                 .min();
             match self.sessions.iter().position(|s| s.id == victim) {
-                Some(i) if self.sessions[i].idle_since.map(|t| (t, victim.conn_id)) == longest => {
+                Some(i)
+                    if self.sessions[i].idle_since().map(|t| (t, victim.conn_id)) == longest =>
+                {
                     self.sessions.remove(i);
                 }
                 Some(i) => self.env.violations.push(format!(
                     "evicted {victim:?} idle since {:?}, not the longest idle {longest:?}",
-                    self.sessions[i].idle_since
+                    self.sessions[i].idle_since()
                 )),
                 None => self
                     .env
@@ -87,10 +99,11 @@ impl World {
         let end = match rng.below(20) {
             0 => SessionEnd::OkTimeout,
             1 => SessionEnd::ConnectFailed,
-            2 => SessionEnd::Closed(TcpClose::Idle),
-            3 => SessionEnd::Closed(TcpClose::ReadTimeout),
+            // What a relay reports; timeouts are the sweep's to decide.
+            2 => SessionEnd::Closed(TcpClose::Empty),
+            3 => SessionEnd::Closed(TcpClose::BadMessage(Refusal::Short)),
             4 => SessionEnd::Closed(TcpClose::BadMessage(Refusal::Response)),
-            5 => SessionEnd::Closed(TcpClose::Unanswered),
+            5 => SessionEnd::Closed(TcpClose::Refused),
             6 => SessionEnd::Closed(TcpClose::Error),
             _ => SessionEnd::Closed(TcpClose::Finished),
         };
@@ -99,14 +112,14 @@ impl World {
                 .violations
                 .push(format!("session for {peer} planned as {}", plan.client));
         }
-        let idle_since = rng.chance(60).then_some(self.now);
+        let activity = ConnActivity::idle_from(self.now);
         self.sessions.push(SimSession {
             id: plan.session,
             ip: plan.client.ip(),
             ends_at: self.now + Duration::from_millis(rng.below(3000)),
             backend: plan.backend,
             end,
-            idle_since,
+            activity,
         });
     }
 
@@ -117,15 +130,76 @@ impl World {
         self.sessions = open;
         // The others go on: some are asked something, some fall idle.
         for s in &mut self.sessions {
-            match self.env.rng.below(4) {
-                0 => s.idle_since = None,
-                1 if s.idle_since.is_none() => s.idle_since = Some(now),
+            let a = &mut s.activity;
+            match self.env.rng.below(6) {
+                // A query: awaited from now.
+                0 => {
+                    a.last_activity = now;
+                    a.answering_since.get_or_insert(now);
+                }
+                // The answer.
+                1 => {
+                    a.last_activity = now;
+                    a.answering_since = None;
+                }
+                // A message starts and stalls.
+                2 => {
+                    a.last_activity = now;
+                    a.partial_since.get_or_insert(now);
+                }
+                // It completes.
+                3 if a.partial_since.is_some() => {
+                    a.last_activity = now;
+                    a.partial_since = None;
+                }
                 _ => {}
             }
         }
         for s in done {
             self.core
                 .on_session_ended(now, s.id, s.backend, s.end, &mut self.env);
+        }
+    }
+
+    /// Sweep the sessions when the core says it is time; check what it
+    /// closed had expired, and that nothing expired stays open long.
+    pub(super) fn sweep_sessions(&mut self) {
+        let now = self.now;
+        let limits = TcpConnLimits {
+            idle: self.cfg.timers.tcp_idle_timeout,
+            read: self.cfg.timers.tcp_read_timeout,
+        };
+        if self.core.tcp_sweep_at().is_some_and(|at| at <= now) {
+            let mut closed = Vec::new();
+            self.core
+                .sweep_tcp_sessions(now, &SimActivity(&self.sessions), &mut closed);
+            for id in closed {
+                match self.sessions.iter().position(|s| s.id == id) {
+                    Some(i) if self.sessions[i].activity.expired(limits, now).is_some() => {
+                        self.sessions.remove(i);
+                    }
+                    Some(i) => self.env.violations.push(format!(
+                        "swept {id:?}, not expired: {:?}",
+                        self.sessions[i].activity
+                    )),
+                    None => self
+                        .env
+                        .violations
+                        .push(format!("swept {id:?}, which is not open")),
+                }
+            }
+        }
+        // An expired session is closed within a sweep (at most 1 s).
+        let late = Duration::from_secs(1) + Duration::from_millis(1);
+        for s in &self.sessions {
+            if let Some(past) = now.checked_sub(late)
+                && s.activity.expired(limits, past).is_some()
+            {
+                self.env.violations.push(format!(
+                    "{:?} expired over a sweep ago and is open: {:?}",
+                    s.id, s.activity
+                ));
+            }
         }
     }
 }

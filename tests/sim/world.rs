@@ -202,6 +202,10 @@ fn config(rng: &mut Rng) -> Config {
         "4",
         "--max-tcp-per-client",
         "2",
+        "--tcp-idle-timeout",
+        "2s",
+        "--tcp-read-timeout",
+        "700ms",
         "--drain-timeout",
         "2s",
         "--synth-rate",
@@ -304,6 +308,7 @@ impl World {
             }
             _ => self.advance_time(),
         }
+        self.sweep_sessions();
         self.settle();
     }
 
