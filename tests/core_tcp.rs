@@ -153,12 +153,14 @@ fn the_sweep_closes_idle_slow_and_unanswered_sessions_and_no_others() {
     activity.idle(fresh, t0 + ms(900));
     let mut closed = Vec::new();
     s.advance(ms(399));
-    s.core.sweep_tcp_sessions(s.now, &activity, &mut closed);
+    s.core
+        .sweep_tcp_sessions(s.now, &activity, &mut closed, &mut s.io);
     assert!(closed.is_empty(), "nothing due yet: {closed:?}");
     let next = s.core.tcp_sweep_at().expect("sessions open");
     assert_eq!(next, s.now + ms(50));
     s.advance_to(next);
-    s.core.sweep_tcp_sessions(s.now, &activity, &mut closed);
+    s.core
+        .sweep_tcp_sessions(s.now, &activity, &mut closed, &mut s.io);
     assert_eq!(
         closed,
         [slow],
@@ -166,7 +168,8 @@ fn the_sweep_closes_idle_slow_and_unanswered_sessions_and_no_others() {
     );
     s.advance(ms(600));
     closed.clear();
-    s.core.sweep_tcp_sessions(s.now, &activity, &mut closed);
+    s.core
+        .sweep_tcp_sessions(s.now, &activity, &mut closed, &mut s.io);
     closed.sort_by_key(|id| id.conn_id);
     assert_eq!(closed, [idle, waiting]);
     let c = s.core.counters();

@@ -204,7 +204,7 @@ fuzz_target!(|data: &[u8]| {
         }
         core.handle_timeout(now, &mut io);
         let mut closed = Vec::new();
-        core.sweep_tcp_sessions(now, &Idle(&sessions), &mut closed);
+        core.sweep_tcp_sessions(now, &Idle(&sessions), &mut closed, &mut io);
         sessions.retain(|(id, ..)| !closed.contains(id));
         // Carry out the commands as the shell would.
         loop {

@@ -64,6 +64,10 @@ pub struct SessionId {
     pub conn_id: u64,
 }
 
+/// A burst of at least this many sessions, once gone, has its memory given
+/// back to the system.
+const RELEASE_AFTER_SESSIONS: usize = 256;
+
 /// What to do with a connection offered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TcpVerdict {
@@ -121,6 +125,8 @@ pub(super) struct TcpSessions {
     per_client: HashMap<IpAddr, u32, RandomState>,
     /// When the table is next swept for expired sessions (while any).
     next_sweep: Option<Instant>,
+    /// The most sessions open since memory was last given back.
+    peak: usize,
 }
 
 impl TcpSessions {
@@ -135,7 +141,19 @@ impl TcpSessions {
     fn insert(&mut self, conn_id: u64, ip: IpAddr) -> SessionId {
         *self.per_client.entry(ip).or_default() += 1;
         let key = self.table.insert(Entry { conn_id, ip });
+        self.peak = self.peak.max(self.table.len());
         SessionId { key, conn_id }
+    }
+
+    /// Whether the table has shrunk from a burst (hundreds of sessions, now
+    /// a quarter or less), so that the memory they held should go back to
+    /// the system.  Resets the peak when it says so.
+    fn burst_passed(&mut self) -> bool {
+        let passed = self.peak >= RELEASE_AFTER_SESSIONS && self.table.len() <= self.peak / 4;
+        if passed {
+            self.peak = self.table.len();
+        }
+        passed
     }
 
     /// Forget `id`; false if it is not (or no longer) in the table.
@@ -290,6 +308,7 @@ impl Core {
         now: Instant,
         activity: &impl SessionActivity,
         closed: &mut Vec<SessionId>,
+        io: &mut impl Io,
     ) {
         if self.tcp.next_sweep.is_none_or(|at| at > now) {
             return;
@@ -313,6 +332,9 @@ impl Core {
             closed.push(id);
         }
         self.tcp.next_sweep = (self.tcp.len() > 0).then(|| now + self.tcp_sweep_interval());
+        if self.tcp.burst_passed() {
+            io.release_memory();
+        }
         self.check_drained();
     }
 
@@ -331,6 +353,9 @@ impl Core {
         }
         if self.tcp.len() == 0 {
             self.tcp.next_sweep = None;
+        }
+        if self.tcp.burst_passed() {
+            io.release_memory();
         }
         count_close(&mut self.counters, end);
         match end {

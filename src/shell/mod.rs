@@ -242,7 +242,6 @@ pub async fn run(
             Wake::SessionEnded((id, backend, end)) => {
                 shell.tcp_sessions.ended(id);
                 shell.with_io(|core, io| core.on_session_ended(now, id, backend, end, io));
-                while shell.sessions.try_join_next().is_some() {}
             }
             Wake::Io(r) => ready = r,
             Wake::Timer => {}
@@ -268,6 +267,9 @@ pub async fn run(
             shell.sweep_sessions(now);
         }
         shell.settle();
+        // Sessions the core closed were aborted; their tasks are gone once
+        // the runtime has run them, and are reaped here.
+        while shell.sessions.try_join_next().is_some() {}
         if did_io {
             tokio::task::yield_now().await;
         }
@@ -455,8 +457,13 @@ impl Shell {
     /// their published activity.
     fn sweep_sessions(&mut self, now: Instant) {
         let mut closed = std::mem::take(&mut self.closed_sessions);
+        let mut io = ShellIo {
+            udp: self.udp.out(),
+            links: &mut self.links,
+            cmds: &mut self.cmds,
+        };
         self.core
-            .sweep_tcp_sessions(now, &self.tcp_sessions, &mut closed);
+            .sweep_tcp_sessions(now, &self.tcp_sessions, &mut closed, &mut io);
         for id in closed.drain(..) {
             self.tcp_sessions.close(id);
         }

@@ -9,6 +9,9 @@
 //! The core admits the connection, picks the backend (stickiness is the
 //! same as for UDP) and decides when it closes: a [`run_session`] task
 //! carries that out, so a slow client or backend never holds up the loop.
+//! The backend connection is opened only once the client has sent a whole
+//! query that passed intake: an idle, half-sent or garbage connection costs
+//! the backend nothing, and the balancer one descriptor.
 //! The task reads the client's stream into the connection's
 //! [`TcpConn`], which checks each query as a message and says what may be
 //! written to the backend (the queries as they arrived, never copied) and
@@ -230,6 +233,15 @@ async fn open_backend(s: &Session) -> Result<UnixStream, OpenError> {
 
 /// Relay one client TCP connection to its backend.
 pub async fn run_session(mut s: Session) {
+    // The backend is connected once the client has sent a whole query: a
+    // connection that never sends one (idle, half-sent, garbage) costs no
+    // backend connection at all.
+    let mut conn = TcpConn::new(Instant::now());
+    let first = poll_fn(|cx| first_query(&mut s.client, &mut conn, &s.report.cell, s.epoch, cx));
+    if let Err(close) = first.await {
+        s.report.end = SessionEnd::Closed(close);
+        return;
+    }
     let opened = tokio::time::timeout(s.plan.ok_timeout, open_backend(&s)).await;
     let mut back = match opened {
         Ok(Ok(back)) => back,
@@ -257,8 +269,6 @@ pub async fn run_session(mut s: Session) {
         }
     };
     debug!(s.log, "connected to backend");
-    let now = Instant::now();
-    let conn = TcpConn::new(now);
     let mut relay = Relay {
         client: &mut s.client,
         back: &mut back,
@@ -273,6 +283,39 @@ pub async fn run_session(mut s: Session) {
     let close = poll_fn(|cx| relay.poll_relay(cx)).await;
     debug!(s.log, "proxy connection finished"; "reason" => format!("{close:?}"));
     s.report.end = SessionEnd::Closed(close);
+}
+
+/// Read the client until a whole query has passed intake (Ready(Ok)), or
+/// the connection ends first (Ready(Err), why).  The activity is
+/// published while it waits, for the core's sweep and eviction.
+fn first_query(
+    client: &mut TcpStream,
+    conn: &mut TcpConn,
+    cell: &SessionCell,
+    epoch: Instant,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), TcpClose>> {
+    let now = Instant::now();
+    loop {
+        match conn.read_client(now, |buf| read_into(client, cx, buf)) {
+            // Closed before asking anything.
+            Ok(0) => return Poll::Ready(Err(TcpClose::Finished)),
+            Ok(_) => {
+                if let Err(close) = conn.take_queries(now) {
+                    return Poll::Ready(Err(close));
+                }
+                if !conn.to_forward().is_empty() {
+                    cell.publish(epoch, &conn.activity());
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            Err(ReadStop::Pending) => {
+                cell.publish(epoch, &conn.activity());
+                return Poll::Pending;
+            }
+            Err(ReadStop::Failed) => return Poll::Ready(Err(TcpClose::Error)),
+        }
+    }
 }
 
 /// Why a read did not complete.

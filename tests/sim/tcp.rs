@@ -171,8 +171,12 @@ impl World {
         };
         if self.core.tcp_sweep_at().is_some_and(|at| at <= now) {
             let mut closed = Vec::new();
-            self.core
-                .sweep_tcp_sessions(now, &SimActivity(&self.sessions), &mut closed);
+            self.core.sweep_tcp_sessions(
+                now,
+                &SimActivity(&self.sessions),
+                &mut closed,
+                &mut self.env,
+            );
             for id in closed {
                 match self.sessions.iter().position(|s| s.id == id) {
                     Some(i) if self.sessions[i].activity.expired(limits, now).is_some() => {
