@@ -371,3 +371,50 @@ async fn a_backend_closing_a_tcp_session_mid_answer_closes_only_that_client() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_backend_flooding_unsolicited_answers_costs_a_bounded_log() {
+    let dir = sockdir();
+    raw_backend(&dir.path().join("flood"), |mut s, _| {
+        put(&mut s, &[1001]);
+        // 20,000 answers to 127.0.0.99:5353, which asked nothing: a DNS
+        // header with QR set, id 7.
+        let answer = [0u8, 7, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut frame: Vec<u8> = [1002u32, 0x7f00_0063, 5353, answer.len() as u32]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        frame.extend_from_slice(&answer);
+        let all: Vec<u8> = frame.repeat(20_000);
+        let _ = s.write_all(&all);
+        behave(s);
+    });
+    let bal = Balancer::start(dir.path(), FAST_TIMERS);
+    bal.proc.wait_for("backend socket established", |_| true);
+    let start = Instant::now();
+    loop {
+        bal.proc.signal(libc::SIGUSR1);
+        let dumps = bal.proc.find(|r| r["msg"] == "counters");
+        if dumps
+            .last()
+            .is_some_and(|r| r["unsolicited_answers"] == 20_000)
+        {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "not all counted: {dumps:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let warnings = bal
+        .proc
+        .count("dropping answer to a query never asked", |_| true);
+    assert!(
+        (1..=2).contains(&warnings),
+        "20,000 unsolicited answers, {warnings} warnings"
+    );
+    assert_eq!(
+        bal.proc
+            .count("backend faulted (reset and reconnect)", |_| true),
+        0,
+        "a backend is not faulted for them"
+    );
+}

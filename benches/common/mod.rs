@@ -81,14 +81,21 @@ pub fn start(dir: &Path, port: u16, extra: &[&str]) -> Setup {
             .unwrap();
         procs.0.push(c);
     }
+    // BENCH_LOG=FILE keeps the balancer's log, at info, in FILE (to
+    // measure its volume); else it logs warnings to nowhere.
+    let log = std::env::var_os("BENCH_LOG");
+    let (level, out) = match &log {
+        Some(path) => ("info", Stdio::from(std::fs::File::create(path).unwrap())),
+        None => ("warn", Stdio::null()),
+    };
     let bal = Command::new(env!("CARGO_BIN_EXE_mname-balancer"))
-        .args(["-b", "127.0.0.1", "-p", &port.to_string(), "-l", "warn"])
+        .args(["-b", "127.0.0.1", "-p", &port.to_string(), "-l", level])
         .arg("-s")
         .arg(&socks)
         .arg("-S")
         .arg(&stats)
         .args(extra)
-        .stdout(Stdio::null())
+        .stdout(out)
         .spawn()
         .unwrap();
     let balancer_pid = bal.id();

@@ -128,7 +128,7 @@ metrics! {
     BACKEND_TIMEOUTS: COUNTER "mname_balancer_backend_timeouts" None, ["backend"]
         "The backend's queries that met --query-timeout.";
     BACKEND_CONNECTS: COUNTER "mname_balancer_backend_connects" None, ["backend"]
-        "Connections to the backend attempted (control and TCP sessions).";
+        "Control connections to the backend attempted, and TCP sessions given to it.";
     BACKEND_CONNECT_ERRORS: COUNTER "mname_balancer_backend_connect_errors" None, ["backend"]
         "Connections to the backend that failed or ended in error.";
     BACKEND_FAULTS: COUNTER "mname_balancer_backend_faults" None, ["backend"]
