@@ -325,7 +325,7 @@ async fn counters_match_the_traffic_sent() {
         for (family, n) in [
             ("mname_balancer_udp_dropped_total", 9),
             ("mname_balancer_answers_dropped_total", 2),
-            ("mname_balancer_synthesized_answers_total", 4),
+            ("mname_balancer_synthesized_answers_total", 6),
             ("mname_balancer_tcp_dropped_total", 4),
         ] {
             let by_reason = s.by(family, "reason");

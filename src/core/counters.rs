@@ -96,6 +96,11 @@ declare_counters! {
     slip_answers => "mname_balancer_synthesized_answers" reason "slip";
     /// REFUSEDs sent to clients the access list refuses.
     acl_answers => "mname_balancer_synthesized_answers" reason "acl";
+    /// TC=1 answers to queries too large for a frame (the client retries
+    /// over TCP).
+    oversized_answers => "mname_balancer_synthesized_answers" reason "oversized";
+    /// FORMERRs to queries whose question does not parse.
+    formerr_answers => "mname_balancer_synthesized_answers" reason "formerr";
     /// Answers that arrived after their query timed out.
     late_answers => "mname_balancer_answers_dropped" reason "late";
     /// Answers that matched no query in flight (not sent).

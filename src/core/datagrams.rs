@@ -108,6 +108,13 @@ impl Core {
                     "remote_ip" => %ip, "len" => dgram.len,
                     "dropped" => self.counters.dropped_oversized);
             }
+            // What the backend would have said to a query it could not
+            // take over UDP: ask again over TCP.
+            if self.cfg.acl.permits(ip)
+                && self.answer_statelessly(now, dgram, synth::oversized_answer, io)
+            {
+                self.counters.oversized_answers += 1;
+            }
             return;
         }
         if !self.cfg.acl.is_open() && !self.cfg.acl.permits(ip) {
@@ -124,6 +131,14 @@ impl Core {
                 }
                 debug!(self.log, "dropping UDP packet"; "reason" => refusal.name(),
                     "remote_ip" => %ip, "len" => dgram.len);
+                // A query whose question does not parse is answered as a
+                // backend would: FORMERR.  Responses and scraps shorter
+                // than a header get nothing (answering them invites loops).
+                if refusal == Refusal::BadQuestion
+                    && self.answer_statelessly(now, dgram, synth::formerr_answer, io)
+                {
+                    self.counters.formerr_answers += 1;
+                }
                 return;
             }
         };
@@ -270,6 +285,23 @@ impl Core {
         {
             self.counters.acl_answers += 1;
         }
+    }
+
+    /// Send `build`'s answer to a datagram that leaves no state behind,
+    /// within the sender's budget of synthesized answers (`--synth-rate` a
+    /// second per address, in a fixed table a spoofed flood cannot grow).
+    fn answer_statelessly(
+        &mut self,
+        now: Instant,
+        dgram: &Datagram<'_>,
+        build: fn(&[u8]) -> Option<Vec<u8>>,
+        io: &mut impl Io,
+    ) -> bool {
+        let second = now.saturating_duration_since(self.started).as_secs() as u32;
+        self.stateless_answers
+            .allow(dgram.ip(), second, self.cfg.synth_rate)
+            && build(dgram.payload())
+                .is_some_and(|answer| io.send_synthesized(dgram.reply_path, dgram.src, &answer))
     }
 
     /// A batch of datagrams has been handed over: arm the query deadline

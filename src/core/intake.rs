@@ -86,10 +86,22 @@ pub fn check_with_hickory(datagram: &[u8]) -> Result<u16, Refusal> {
 }
 
 /// Where the question at `at` ends (name, type, class), if it is whole.
-fn skip_question(msg: &[u8], at: usize) -> Option<usize> {
+pub(crate) fn skip_question(msg: &[u8], at: usize) -> Option<usize> {
     let after_name = skip_name(msg, at)?;
     let end = after_name.checked_add(4)?;
     (end <= msg.len()).then_some(end)
+}
+
+/// The resource record at `at`: where it ends, its type, class and TTL,
+/// if it is whole.
+pub(crate) fn skip_record(msg: &[u8], at: usize) -> Option<(usize, u16, u16, u32)> {
+    let fixed = skip_name(msg, at)?;
+    let f = msg.get(fixed..fixed.checked_add(10)?)?;
+    let rtype = u16::from_be_bytes([f[0], f[1]]);
+    let class = u16::from_be_bytes([f[2], f[3]]);
+    let ttl = u32::from_be_bytes([f[4], f[5], f[6], f[7]]);
+    let end = fixed + 10 + usize::from(u16::from_be_bytes([f[8], f[9]]));
+    (end <= msg.len()).then_some((end, rtype, class, ttl))
 }
 
 /// Where the name at `at` ends in the message (after its root octet, or

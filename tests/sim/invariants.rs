@@ -32,6 +32,8 @@ impl World {
             ("dropped_inflight_full", c.dropped_inflight_full),
             ("dropped_acl", c.dropped_acl),
             ("acl_answers", c.acl_answers),
+            ("oversized_answers", c.oversized_answers),
+            ("formerr_answers", c.formerr_answers),
             ("tcp_dropped_acl", c.tcp_dropped_acl),
             ("untracked_queries", c.untracked_queries),
             ("dropped_rate_limited", c.dropped_rate_limited),

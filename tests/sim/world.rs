@@ -337,9 +337,10 @@ impl World {
                     dns::query(id, rng)
                 }
             };
-            if message.len() <= 1500
-                && let Some(id) = dns::id_of(&message)
-            {
+            // Every message with an id counts as asked: an oversized one
+            // or one whose question does not parse may be answered by the
+            // balancer itself (TC=1, FORMERR).
+            if let Some(id) = dns::id_of(&message) {
                 *self.asks.entry((src, id)).or_default() += 1;
             }
             // The receive buffer keeps 4096 bytes; longer datagrams are
