@@ -147,6 +147,7 @@ fn the_sweep_closes_idle_slow_and_unanswered_sessions_and_no_others() {
             last_activity: t0 + ms(300),
             partial_since: Some(t0),
             answering_since: None,
+            synthesized: 0,
         },
     );
     activity.busy(waiting, t0);

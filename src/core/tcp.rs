@@ -239,6 +239,9 @@ impl Core {
             match self.tcp.longest_idle(activity) {
                 Some(victim) => {
                     self.tcp.remove(victim);
+                    if let Some(a) = activity.activity(victim) {
+                        self.counters.formerr_answers += u64::from(a.synthesized);
+                    }
                     count_close(&mut self.counters, SessionEnd::Closed(TcpClose::Evicted));
                     evict = Some(victim);
                 }
@@ -314,7 +317,7 @@ impl Core {
             return;
         }
         let limits = self.tcp_limits();
-        let expired: Vec<(SessionId, TcpClose)> = self
+        let expired: Vec<(SessionId, TcpClose, u32)> = self
             .tcp
             .table
             .iter()
@@ -323,12 +326,14 @@ impl Core {
                     key,
                     conn_id: e.conn_id,
                 };
-                Some((id, activity.activity(id)?.expired(limits, now)?))
+                let a = activity.activity(id)?;
+                Some((id, a.expired(limits, now)?, a.synthesized))
             })
             .collect();
-        for (id, why) in expired {
+        for (id, why, synthesized) in expired {
             self.tcp.remove(id);
             count_close(&mut self.counters, SessionEnd::Closed(why));
+            self.counters.formerr_answers += u64::from(synthesized);
             closed.push(id);
         }
         self.tcp.next_sweep = (self.tcp.len() > 0).then(|| now + self.tcp_sweep_interval());
@@ -336,6 +341,12 @@ impl Core {
             io.release_memory();
         }
         self.check_drained();
+    }
+
+    /// A session that ended (reported, not closed by the core) made
+    /// `synthesized` answers of its own (FORMERR): count them.
+    pub fn on_session_answers(&mut self, synthesized: u32) {
+        self.counters.formerr_answers += u64::from(synthesized);
     }
 
     /// A session admitted by [`Core::on_tcp_offered`] ended.  A report for

@@ -12,10 +12,13 @@
 //! query, and closes a connection at most a sweep interval late.)
 //!
 //! - Each query is read as a message ([`TcpMessages`]) and passes the same
-//!   intake as a UDP datagram ([`super::intake`]): a message that is short,
-//!   a response, or whose question does not parse closes the connection (a
-//!   DNS-over-TCP stream cannot be resynchronized past a bad message, and a
-//!   client that sends one is not speaking DNS).  So does a length of zero.
+//!   intake as a UDP datagram ([`super::intake`]).  A query whose question
+//!   does not parse is answered FORMERR by the balancer, as over UDP (and as
+//!   the backend would): it is never forwarded, and its answer joins the
+//!   client's stream between two of the backend's answers (RFC 7766 lets
+//!   answers come in any order).  A message that is short or a response
+//!   closes the connection (a client that sends one is not speaking DNS),
+//!   and so does a length of zero.
 //! - The backend's stream is counted in messages too, so the connection
 //!   knows how many queries still await an answer ("outstanding").
 //! - With none outstanding and no part of a message arriving, the
@@ -37,6 +40,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::intake::{self, Refusal};
+use super::synth;
 use super::tcp_messages::{TcpMessageError, TcpMessages};
 
 /// The two limits of a connection's life.
@@ -82,6 +86,11 @@ struct AnswerCounter {
 }
 
 impl AnswerCounter {
+    /// Between two answers (none begun and unfinished).
+    fn at_boundary(&self) -> bool {
+        self.prefix.is_none() && self.body_left == 0
+    }
+
     /// Count the answers `bytes` complete.
     fn feed(&mut self, mut bytes: &[u8]) -> u32 {
         let mut done = 0;
@@ -121,7 +130,17 @@ pub struct TcpConn {
     last_activity: Instant,
     /// The last byte from the backend, or when queries became outstanding.
     answer_progress: Instant,
+    /// The balancer's own answers (FORMERR), framed, waiting to be put in
+    /// the client's stream at the next boundary between answers.
+    synthesized: Vec<u8>,
+    /// Answers the balancer made on this connection.
+    synthesized_count: u32,
 }
+
+/// Bytes of the balancer's own answers a connection may hold for a client
+/// that does not read them (about 70 FORMERRs); past it the connection
+/// closes as malformed.
+const MAX_SYNTHESIZED: usize = 1024;
 
 impl TcpConn {
     pub fn new(now: Instant) -> Self {
@@ -131,6 +150,8 @@ impl TcpConn {
             outstanding: 0,
             last_activity: now,
             answer_progress: now,
+            synthesized: Vec::new(),
+            synthesized_count: 0,
         }
     }
 
@@ -148,21 +169,61 @@ impl TcpConn {
     }
 
     /// Check the whole queries that arrived; they join
-    /// [`TcpConn::to_forward`].  An error says to close the connection.
+    /// [`TcpConn::to_forward`].  A query whose question does not parse
+    /// is answered FORMERR ([`TcpConn::synthesized`]) and not forwarded;
+    /// the queries before it leave first, so call again once
+    /// [`TcpConn::to_forward`] is empty.  An error says to close the
+    /// connection.
     pub fn take_queries(&mut self, now: Instant) -> Result<(), TcpClose> {
         loop {
-            match self.queries.next_message(now) {
-                Ok(Some(message)) => {
-                    intake::check(message).map_err(TcpClose::BadMessage)?;
+            let mark = self.queries.mark();
+            let message = match self.queries.next_message(now) {
+                Ok(Some(message)) => message,
+                Ok(None) => return Ok(()),
+                Err(TcpMessageError::Empty) => return Err(TcpClose::Empty),
+            };
+            match intake::check(message) {
+                Ok(_) => {
                     if self.outstanding == 0 {
                         self.answer_progress = now;
                     }
                     self.outstanding = self.outstanding.saturating_add(1);
                 }
-                Ok(None) => return Ok(()),
-                Err(TcpMessageError::Empty) => return Err(TcpClose::Empty),
+                Err(Refusal::BadQuestion) => {
+                    let answer = synth::formerr_answer(message);
+                    if !self.queries.discard_since(mark) {
+                        // Queries before it are still to leave.
+                        self.queries.give_back(now, mark);
+                        return Ok(());
+                    }
+                    let answer = answer.ok_or(TcpClose::BadMessage(Refusal::BadQuestion))?;
+                    if self.synthesized.len() + 2 + answer.len() > MAX_SYNTHESIZED {
+                        return Err(TcpClose::BadMessage(Refusal::BadQuestion));
+                    }
+                    self.synthesized
+                        .extend_from_slice(&(answer.len() as u16).to_be_bytes());
+                    self.synthesized.extend_from_slice(&answer);
+                    self.synthesized_count += 1;
+                }
+                Err(refusal) => return Err(TcpClose::BadMessage(refusal)),
             }
         }
+    }
+
+    /// Whether the balancer's own answers may join the client's stream now
+    /// (some wait, and the backend's stream is between two answers).
+    pub fn synthesized_ready(&self) -> bool {
+        !self.synthesized.is_empty() && self.answers.at_boundary()
+    }
+
+    /// Move the balancer's own answers into `out` (for the client).
+    pub fn take_synthesized(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.synthesized);
+    }
+
+    /// Answers the balancer made on this connection so far.
+    pub fn synthesized_count(&self) -> u32 {
+        self.synthesized_count
     }
 
     /// Checked queries not yet written to the backend, as they arrived.
@@ -203,8 +264,11 @@ impl TcpConn {
         ConnActivity {
             last_activity: self.last_activity,
             partial_since: self.queries.partial_since(),
-            answering_since: (self.outstanding > 0 || !self.to_forward().is_empty())
-                .then_some(self.answer_progress),
+            answering_since: (self.outstanding > 0
+                || !self.to_forward().is_empty()
+                || !self.synthesized.is_empty())
+            .then_some(self.answer_progress),
+            synthesized: self.synthesized_count,
         }
     }
 }
@@ -219,6 +283,9 @@ pub struct ConnActivity {
     /// While queries are outstanding: the backend's last byte, or when they
     /// became outstanding.
     pub answering_since: Option<Instant>,
+    /// Answers the balancer made on the connection (FORMERR), to be
+    /// counted when it closes.
+    pub synthesized: u32,
 }
 
 impl ConnActivity {
@@ -228,6 +295,7 @@ impl ConnActivity {
             last_activity: now,
             partial_since: None,
             answering_since: None,
+            synthesized: 0,
         }
     }
 
@@ -326,10 +394,55 @@ mod tests {
         let mut cut = query();
         cut[1] -= 3;
         cut.truncate(cut.len() - 3);
-        assert_eq!(
-            give(&mut TcpConn::new(t0), t0, &cut),
-            Err(TcpClose::BadMessage(Refusal::BadQuestion))
-        );
+        let mut c = TcpConn::new(t0);
+        assert_eq!(give(&mut c, t0, &cut), Ok(()), "answered, not closed");
+        assert!(c.to_forward().is_empty(), "never forwarded");
+        assert!(c.synthesized_ready());
+    }
+
+    #[test]
+    fn a_question_that_does_not_parse_is_answered_formerr_in_turn() {
+        let t0 = Instant::now();
+        let mut bad = query();
+        bad[2] = 0x12; // id 0x1234 for the FORMERR
+        bad[3] = 0x34;
+        bad[14] = 64; // the first label claims 64 octets
+        let (q1, q2) = (query(), query());
+        let mut c = TcpConn::new(t0);
+        give(&mut c, t0, &[q1.clone(), bad, q2.clone()].concat()).unwrap();
+        assert_eq!(c.to_forward(), &q1[..], "the query before it leaves first");
+        assert!(!c.synthesized_ready());
+        c.forwarded(q1.len());
+        c.take_queries(t0).unwrap();
+        assert_eq!(c.to_forward(), &q2[..], "then the one after it");
+        assert_eq!(c.outstanding(), 2);
+        // Mid-answer from the backend, nothing may be put in.
+        c.on_answer_bytes(t0, &[0, 30, 1]);
+        assert!(!c.synthesized_ready());
+        c.on_answer_bytes(t0, &[0; 29]);
+        assert!(c.synthesized_ready());
+        let mut out = Vec::new();
+        c.take_synthesized(&mut out);
+        assert_eq!(&out[..4], &[0, 12, 0x12, 0x34]);
+        assert_eq!(out[5] & 0x0f, 1, "FORMERR");
+        assert_eq!(c.synthesized_count(), 1);
+    }
+
+    #[test]
+    fn a_client_that_never_reads_its_formerrs_is_closed() {
+        let t0 = Instant::now();
+        let mut bad = query();
+        bad[14] = 64;
+        let mut c = TcpConn::new(t0);
+        let mut closed = None;
+        for _ in 0..100 {
+            if let Err(e) = give(&mut c, t0, &bad) {
+                closed = Some(e);
+                break;
+            }
+        }
+        assert_eq!(closed, Some(TcpClose::BadMessage(Refusal::BadQuestion)));
+        assert!(c.synthesized_count() < 100);
     }
 
     #[test]

@@ -123,6 +123,32 @@ impl TcpMessages {
         Ok(self.buf.get(from..from + len))
     }
 
+    /// Where the next message starts: a mark for
+    /// [`TcpMessages::give_back`] and [`TcpMessages::discard_since`].
+    pub fn mark(&self) -> usize {
+        self.taken
+    }
+
+    /// Give back the messages taken since `mark`: they are read again
+    /// next time.
+    pub fn give_back(&mut self, now: Instant, mark: usize) {
+        if mark >= self.sent && mark <= self.taken {
+            self.taken = mark;
+            self.partial_since = (self.taken < self.buf.len()).then_some(now);
+        }
+    }
+
+    /// Drop the messages taken since `mark`, which must be all that waits
+    /// to leave (nothing taken before it is still waiting): they never
+    /// leave.  False, and nothing dropped, otherwise.
+    pub fn discard_since(&mut self, mark: usize) -> bool {
+        if self.sent != mark || mark > self.taken {
+            return false;
+        }
+        self.sent = self.taken;
+        true
+    }
+
     /// The whole messages taken out and not yet gone, as they arrived
     /// (length prefixes included).
     pub fn taken(&self) -> &[u8] {
@@ -229,6 +255,26 @@ mod tests {
             "sent bytes are dropped: {}",
             r.buf.len()
         );
+    }
+
+    #[test]
+    fn a_message_can_be_given_back_or_discarded() {
+        let now = Instant::now();
+        let mut r = TcpMessages::new();
+        r.extend(now, &framed(&[b"abc", b"bad", b"de"]));
+        assert_eq!(r.next_message(now), Ok(Some(&b"abc"[..])));
+        let mark = r.mark();
+        assert_eq!(r.next_message(now), Ok(Some(&b"bad"[..])));
+        assert!(!r.discard_since(mark), "abc still waits to leave");
+        r.give_back(now, mark);
+        assert_eq!(r.taken(), &framed(&[b"abc"])[..]);
+        r.forwarded(5);
+        let mark = r.mark();
+        assert_eq!(r.next_message(now), Ok(Some(&b"bad"[..])));
+        assert!(r.discard_since(mark));
+        assert!(r.taken().is_empty(), "bad never leaves");
+        assert_eq!(r.next_message(now), Ok(Some(&b"de"[..])));
+        assert_eq!(r.taken(), &framed(&[b"de"])[..]);
     }
 
     #[test]

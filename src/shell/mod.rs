@@ -239,9 +239,12 @@ pub async fn run(
             Wake::Shutdown => break,
             Wake::Signal(sig) => shell.with_io(|core, io| core.on_signal(now, sig, io)),
             Wake::Stats(req) => shell.answer_stats(req, now),
-            Wake::SessionEnded((id, backend, end)) => {
+            Wake::SessionEnded((id, backend, end, synthesized)) => {
                 shell.tcp_sessions.ended(id);
-                shell.with_io(|core, io| core.on_session_ended(now, id, backend, end, io));
+                shell.with_io(|core, io| {
+                    core.on_session_ended(now, id, backend, end, io);
+                    core.on_session_answers(synthesized);
+                });
             }
             Wake::Io(r) => ready = r,
             Wake::Timer => {}

@@ -51,8 +51,9 @@ use crate::core::{
 };
 use mname_balancer_protocol::{self as frame, frame_type};
 
-/// How a session's end reaches the loop.
-pub type Ended = (SessionId, BackendId, SessionEnd);
+/// How a session's end reaches the loop, with the answers the balancer
+/// made on it.
+pub type Ended = (SessionId, BackendId, SessionEnd, u32);
 
 /// Bytes of the backend's answers read at a time.
 const ANSWER_CHUNK: usize = 8192;
@@ -65,6 +66,7 @@ pub struct SessionCell {
     last_activity: AtomicU64,
     partial_since: AtomicU64,
     answering_since: AtomicU64,
+    synthesized: AtomicU64,
     /// Set by the loop before aborting a session the core closed: the core
     /// has forgotten it, so its end is not reported.
     closed_by_core: AtomicBool,
@@ -83,6 +85,10 @@ impl SessionCell {
                 cell.store(v, Ordering::Relaxed);
             }
         }
+        let n = u64::from(a.synthesized);
+        if self.synthesized.load(Ordering::Relaxed) != n {
+            self.synthesized.store(n, Ordering::Relaxed);
+        }
     }
 
     fn read(&self, epoch: Instant) -> ConnActivity {
@@ -91,6 +97,8 @@ impl SessionCell {
             last_activity: get(&self.last_activity).unwrap_or(epoch),
             partial_since: get(&self.partial_since),
             answering_since: get(&self.answering_since),
+            synthesized: u32::try_from(self.synthesized.load(Ordering::Relaxed))
+                .unwrap_or(u32::MAX),
         }
     }
 }
@@ -131,6 +139,7 @@ impl Sessions {
             last_activity: AtomicU64::new(0),
             partial_since: AtomicU64::new(0),
             answering_since: AtomicU64::new(0),
+            synthesized: AtomicU64::new(0),
             closed_by_core: AtomicBool::new(false),
         };
         cell.publish(self.epoch, &ConnActivity::idle_from(now));
@@ -175,6 +184,8 @@ pub struct EndReport {
     id: SessionId,
     backend: BackendId,
     end: SessionEnd,
+    /// Answers the balancer made on the connection (FORMERR).
+    synthesized: u32,
     cell: Arc<SessionCell>,
     tx: mpsc::Sender<Ended>,
 }
@@ -185,6 +196,7 @@ impl EndReport {
             id: plan.session,
             backend: plan.backend,
             end: SessionEnd::Closed(TcpClose::Error),
+            synthesized: 0,
             cell,
             tx,
         }
@@ -194,7 +206,9 @@ impl EndReport {
 impl Drop for EndReport {
     fn drop(&mut self) {
         if !self.cell.closed_by_core.load(Ordering::Relaxed) {
-            let _ = self.tx.try_send((self.id, self.backend, self.end));
+            let _ = self
+                .tx
+                .try_send((self.id, self.backend, self.end, self.synthesized));
         }
     }
 }
@@ -233,89 +247,71 @@ async fn open_backend(s: &Session) -> Result<UnixStream, OpenError> {
 
 /// Relay one client TCP connection to its backend.
 pub async fn run_session(mut s: Session) {
-    // The backend is connected once the client has sent a whole query: a
-    // connection that never sends one (idle, half-sent, garbage) costs no
-    // backend connection at all.
-    let mut conn = TcpConn::new(Instant::now());
-    let first = poll_fn(|cx| first_query(&mut s.client, &mut conn, &s.report.cell, s.epoch, cx));
-    if let Err(close) = first.await {
-        s.report.end = SessionEnd::Closed(close);
-        return;
+    let mut relay = Relay {
+        back: None,
+        conn: TcpConn::new(Instant::now()),
+        answers: Vec::new(),
+        answers_sent: 0,
+        client_done: false,
+        back_shut: false,
+        epoch: s.epoch,
+    };
+    // The backend is connected once the client has sent a whole query
+    // that is to be forwarded: a connection that never sends one (idle,
+    // half-sent, garbage) costs no backend connection at all.
+    let end = loop {
+        let step = poll_fn(|cx| relay.poll_relay(&mut s.client, &s.report.cell, cx)).await;
+        match step {
+            Step::Close(close) => break SessionEnd::Closed(close),
+            Step::OpenBackend => match open(&s).await {
+                Ok(back) => relay.back = Some(back),
+                Err(end) => break end,
+            },
+        }
+    };
+    if let SessionEnd::Closed(close) = end {
+        debug!(s.log, "proxy connection finished"; "reason" => format!("{close:?}"));
     }
-    let opened = tokio::time::timeout(s.plan.ok_timeout, open_backend(&s)).await;
-    let mut back = match opened {
-        Ok(Ok(back)) => back,
+    s.report.synthesized = relay.conn.synthesized_count();
+    s.report.end = end;
+}
+
+/// Open the session's backend connection, within the OK timeout; or how
+/// the session ends.
+async fn open(s: &Session) -> Result<UnixStream, SessionEnd> {
+    let opened = tokio::time::timeout(s.plan.ok_timeout, open_backend(s)).await;
+    match opened {
+        Ok(Ok(back)) => {
+            debug!(s.log, "connected to backend");
+            Ok(back)
+        }
         Err(_) => {
             error!(s.log, "timed out connecting to backend");
-            s.report.end = SessionEnd::OkTimeout;
-            return;
+            Err(SessionEnd::OkTimeout)
         }
         Ok(Err(OpenError::Connect(e))) => {
             error!(s.log, "connect(3SOCKET) failed";
                 "socket_path" => s.plan.backend_path.display().to_string(),
                 "errno" => e.raw_os_error().unwrap_or(0), "strerror" => e.to_string());
-            s.report.end = SessionEnd::ConnectFailed;
-            return;
+            Err(SessionEnd::ConnectFailed)
         }
         Ok(Err(OpenError::NotOk(t))) => {
             warn!(s.log, "backend invalid TCP OK"; "frame_type" => t);
-            s.report.end = SessionEnd::Closed(TcpClose::Refused);
-            return;
+            Err(SessionEnd::Closed(TcpClose::Refused))
         }
         Ok(Err(OpenError::Io(e))) => {
             warn!(s.log, "TCP error"; "which" => "back", "cause" => "open", "strerror" => e.to_string());
-            s.report.end = SessionEnd::Closed(TcpClose::Refused);
-            return;
-        }
-    };
-    debug!(s.log, "connected to backend");
-    let mut relay = Relay {
-        client: &mut s.client,
-        back: &mut back,
-        conn,
-        answers: Vec::new(),
-        answers_sent: 0,
-        client_done: false,
-        back_shut: false,
-        cell: &s.report.cell,
-        epoch: s.epoch,
-    };
-    let close = poll_fn(|cx| relay.poll_relay(cx)).await;
-    debug!(s.log, "proxy connection finished"; "reason" => format!("{close:?}"));
-    s.report.end = SessionEnd::Closed(close);
-}
-
-/// Read the client until a whole query has passed intake (Ready(Ok)), or
-/// the connection ends first (Ready(Err), why).  The activity is
-/// published while it waits, for the core's sweep and eviction.
-fn first_query(
-    client: &mut TcpStream,
-    conn: &mut TcpConn,
-    cell: &SessionCell,
-    epoch: Instant,
-    cx: &mut Context<'_>,
-) -> Poll<Result<(), TcpClose>> {
-    let now = Instant::now();
-    loop {
-        match conn.read_client(now, |buf| read_into(client, cx, buf)) {
-            // Closed before asking anything.
-            Ok(0) => return Poll::Ready(Err(TcpClose::Finished)),
-            Ok(_) => {
-                if let Err(close) = conn.take_queries(now) {
-                    return Poll::Ready(Err(close));
-                }
-                if !conn.to_forward().is_empty() {
-                    cell.publish(epoch, &conn.activity());
-                    return Poll::Ready(Ok(()));
-                }
-            }
-            Err(ReadStop::Pending) => {
-                cell.publish(epoch, &conn.activity());
-                return Poll::Pending;
-            }
-            Err(ReadStop::Failed) => return Poll::Ready(Err(TcpClose::Error)),
+            Err(SessionEnd::Closed(TcpClose::Refused))
         }
     }
+}
+
+/// What the relay needs next.
+enum Step {
+    /// Connect the backend: a query is ready for it.
+    OpenBackend,
+    /// Close, for this reason.
+    Close(TcpClose),
 }
 
 /// Why a read did not complete.
@@ -326,88 +322,112 @@ enum ReadStop {
 
 /// One relay, polled by hand so that both directions are served by the one
 /// task with no future built per event.
-struct Relay<'a> {
-    client: &'a mut TcpStream,
-    back: &'a mut UnixStream,
+struct Relay {
+    /// None until the first query to forward.
+    back: Option<UnixStream>,
     conn: TcpConn,
-    /// The backend's bytes read and not yet all written to the client.
+    /// Bytes for the client (the backend's answers, or the balancer's
+    /// own) not yet all written.
     answers: Vec<u8>,
     answers_sent: usize,
     client_done: bool,
     back_shut: bool,
-    cell: &'a SessionCell,
     epoch: Instant,
 }
 
-impl Relay<'_> {
-    fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<TcpClose> {
+impl Relay {
+    fn poll_relay(
+        &mut self,
+        client: &mut TcpStream,
+        cell: &SessionCell,
+        cx: &mut Context<'_>,
+    ) -> Poll<Step> {
         let now = Instant::now();
         // Each direction runs until it waits.  One cannot unblock the other
         // (they wait on different sockets), so one pass of each will do.
         loop {
-            match self.poll_up(cx, now) {
+            match self.poll_up(client, cx, now) {
                 Poll::Ready(Ok(true)) => continue,
                 Poll::Ready(Ok(false)) | Poll::Pending => break,
-                Poll::Ready(Err(close)) => return Poll::Ready(close),
+                Poll::Ready(Err(step)) => return Poll::Ready(step),
             }
         }
         loop {
-            match self.poll_down(cx, now) {
+            match self.poll_down(client, cx, now) {
                 Poll::Ready(Ok(true)) => continue,
                 Poll::Ready(Ok(false)) | Poll::Pending => break,
-                Poll::Ready(Err(close)) => return Poll::Ready(close),
+                Poll::Ready(Err(close)) => return Poll::Ready(Step::Close(close)),
             }
         }
         if self.client_done && self.conn.outstanding() == 0 && self.is_flushed() {
-            return Poll::Ready(TcpClose::Finished);
+            return Poll::Ready(Step::Close(TcpClose::Finished));
         }
-        self.cell.publish(self.epoch, &self.conn.activity());
+        cell.publish(self.epoch, &self.conn.activity());
         Poll::Pending
     }
 
     fn is_flushed(&self) -> bool {
-        self.conn.to_forward().is_empty() && self.answers_sent >= self.answers.len()
+        self.conn.to_forward().is_empty()
+            && self.answers_sent >= self.answers.len()
+            && !self.conn.synthesized_ready()
     }
 
     /// Client to backend: write what was checked, else read more.
     /// Ready(Ok(true)) when something moved.
-    fn poll_up(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<Result<bool, TcpClose>> {
+    fn poll_up(
+        &mut self,
+        client: &mut TcpStream,
+        cx: &mut Context<'_>,
+        now: Instant,
+    ) -> Poll<Result<bool, Step>> {
         if !self.conn.to_forward().is_empty() {
-            let n = ready!(Pin::new(&mut *self.back).poll_write(cx, self.conn.to_forward()))
-                .map_err(|_| TcpClose::Error)?;
+            let Some(back) = self.back.as_mut() else {
+                return Poll::Ready(Err(Step::OpenBackend));
+            };
+            let n = ready!(Pin::new(back).poll_write(cx, self.conn.to_forward()))
+                .map_err(|_| Step::Close(TcpClose::Error))?;
             if n == 0 {
-                return Poll::Ready(Err(TcpClose::Error));
+                return Poll::Ready(Err(Step::Close(TcpClose::Error)));
             }
             self.conn.forwarded(n);
+            if self.conn.to_forward().is_empty() {
+                // Queries held back behind one the balancer answers.
+                self.conn.take_queries(now).map_err(Step::Close)?;
+            }
             return Poll::Ready(Ok(true));
         }
         if self.client_done {
             if !self.back_shut {
                 // Pass the client's FIN on; the backend may still answer.
-                let _ = ready!(Pin::new(&mut *self.back).poll_shutdown(cx));
+                if let Some(back) = self.back.as_mut() {
+                    let _ = ready!(Pin::new(back).poll_shutdown(cx));
+                }
                 self.back_shut = true;
                 return Poll::Ready(Ok(true));
             }
             return Poll::Ready(Ok(false));
         }
-        let client = &mut *self.client;
         let read = self.conn.read_client(now, |buf| read_into(client, cx, buf));
         match read {
             Ok(0) => self.client_done = true,
-            Ok(_) => self.conn.take_queries(now)?,
+            Ok(_) => self.conn.take_queries(now).map_err(Step::Close)?,
             Err(ReadStop::Pending) => return Poll::Pending,
-            Err(ReadStop::Failed) => return Poll::Ready(Err(TcpClose::Error)),
+            Err(ReadStop::Failed) => return Poll::Ready(Err(Step::Close(TcpClose::Error))),
         }
         Poll::Ready(Ok(true))
     }
 
-    /// Backend to client: write what was read, else read more.
-    fn poll_down(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<Result<bool, TcpClose>> {
+    /// To the client: write what is waiting, else take the balancer's own
+    /// answers if it is their turn, else read the backend.
+    fn poll_down(
+        &mut self,
+        client: &mut TcpStream,
+        cx: &mut Context<'_>,
+        now: Instant,
+    ) -> Poll<Result<bool, TcpClose>> {
         if self.answers_sent < self.answers.len() {
-            let n = ready!(
-                Pin::new(&mut *self.client).poll_write(cx, &self.answers[self.answers_sent..])
-            )
-            .map_err(|_| TcpClose::Error)?;
+            let n = ready!(Pin::new(client).poll_write(cx, &self.answers[self.answers_sent..]))
+                .map_err(|_| TcpClose::Error)?;
             if n == 0 {
                 return Poll::Ready(Err(TcpClose::Error));
             }
@@ -417,8 +437,15 @@ impl Relay<'_> {
         }
         self.answers.clear();
         self.answers_sent = 0;
+        if self.conn.synthesized_ready() {
+            self.conn.take_synthesized(&mut self.answers);
+            return Poll::Ready(Ok(true));
+        }
+        let Some(back) = self.back.as_mut() else {
+            return Poll::Ready(Ok(false));
+        };
         self.answers.reserve(ANSWER_CHUNK);
-        match read_into(&mut *self.back, cx, &mut self.answers) {
+        match read_into(back, cx, &mut self.answers) {
             // The backend is done: what it sent has been written.
             Ok(0) => Poll::Ready(Err(TcpClose::Finished)),
             Ok(_) => {

@@ -195,6 +195,7 @@ impl Activity {
                 last_activity: t,
                 partial_since: None,
                 answering_since: Some(t),
+                synthesized: 0,
             },
         );
     }
