@@ -323,7 +323,7 @@ async fn counters_match_the_traffic_sent() {
             1.0
         );
         for (family, n) in [
-            ("mname_balancer_udp_dropped_total", 9),
+            ("mname_balancer_udp_dropped_total", 10),
             ("mname_balancer_answers_dropped_total", 2),
             ("mname_balancer_synthesized_answers_total", 6),
             ("mname_balancer_tcp_dropped_total", 4),
@@ -434,6 +434,7 @@ async fn drops_are_counted_by_reason() {
         ("inflight_full", 0.0),
         ("acl", 0.0),
         ("rate_limit", 0.0),
+        ("resend", 0.0),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

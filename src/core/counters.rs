@@ -84,6 +84,9 @@ declare_counters! {
     dropped_rate_limited => "mname_balancer_udp_dropped" reason "rate_limit";
     /// Datagrams from clients the access list refuses.
     dropped_acl => "mname_balancer_udp_dropped" reason "acl";
+    /// Resends of a query still in flight (same address, port and id):
+    /// not sent again, the answer on its way serves them.
+    dropped_resend => "mname_balancer_udp_dropped" reason "resend";
     /// Answers synthesized because no backend could take the query.
     no_backend_answers => "mname_balancer_synthesized_answers" reason "no_backend";
     /// No-backend answers withheld by the per-remote rate limit.
@@ -238,7 +241,7 @@ mod tests {
             ..Counters::default()
         };
         let rows = c.reasons_of("mname_balancer_udp_dropped");
-        assert_eq!(rows.len(), 9);
+        assert_eq!(rows.len(), 10);
         assert!(rows.contains(&("short", 3)));
         assert_eq!(c.udp_dropped(), 7);
     }

@@ -219,6 +219,15 @@ impl Core {
             client: dgram.src,
             id: dns_id,
         };
+        if self.inflight.get(&key).is_some() {
+            // The client sent it again before the answer came: it is the
+            // same query, and the answer on its way serves both.  Sent
+            // again, its second answer would find no query in flight and be
+            // taken for one the backend made up.
+            rem.udp_drop += 1;
+            self.counters.dropped_resend += 1;
+            return;
+        }
         let Some((frame, header_len)) = dgram.inbound_frame() else {
             rem.udp_drop += 1;
             self.counters.dropped_no_backend += 1;
