@@ -98,7 +98,7 @@ fn every_close_is_counted_by_its_reason() {
         SessionEnd::Closed(TcpClose::BadMessage(Refusal::BadQuestion)),
         SessionEnd::Closed(TcpClose::Empty),
         SessionEnd::Closed(TcpClose::Error),
-        SessionEnd::ConnectFailed,
+        SessionEnd::ConnectFailed { gone: false },
     ];
     for (i, end) in ends.iter().enumerate() {
         let (id, _) = admit(&mut s, &format!("10.0.1.{}:1", i + 1), &none);
@@ -192,4 +192,30 @@ fn the_sweep_closes_idle_slow_and_unanswered_sessions_and_no_others() {
         &mut s.io,
     );
     assert_eq!(s.core.counters().tcp_closed_error, 0);
+}
+
+#[test]
+fn a_session_that_finds_the_socket_file_gone_faults_its_backend() {
+    let mut s = ready(&[]);
+    let none = Activity::default();
+    let (id, _) = admit(&mut s, "10.0.0.1:1", &none);
+    // A refused connect (a full backlog, say) is not a fault.
+    s.core.on_session_ended(
+        s.now,
+        id,
+        1,
+        SessionEnd::ConnectFailed { gone: false },
+        &mut s.io,
+    );
+    assert_eq!(s.faults(1), 0);
+    let (id, _) = admit(&mut s, "10.0.0.1:2", &none);
+    s.core.on_session_ended(
+        s.now,
+        id,
+        1,
+        SessionEnd::ConnectFailed { gone: true },
+        &mut s.io,
+    );
+    assert_eq!(s.faults(1), 1, "no file at its path: faulted");
+    assert!(!s.core.backends().get(1).expect("backend").is_ok());
 }

@@ -418,3 +418,41 @@ async fn a_backend_flooding_unsolicited_answers_costs_a_bounded_log() {
         "a backend is not faulted for them"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_whose_socket_file_is_gone_stops_getting_tcp_clients() {
+    let dir = sockdir();
+    let a = Backend::start(dir.path(), "5300");
+    let _b = Backend::start(dir.path(), "5301");
+    let bal = Balancer::start(dir.path(), FAST_TIMERS);
+    bal.wait_established(2);
+    let to = bal.target();
+    // A client of 5300's.
+    let mut client = None;
+    for n in 150..200u8 {
+        if whoami(lo(n), to).await.as_deref() == Some(a.name.as_str()) {
+            client = Some(lo(n));
+            break;
+        }
+    }
+    let client = client.expect("a client pinned to 5300");
+    // The process runs on, its control link alive, but its socket file is
+    // gone: no TCP session can reach it.
+    std::fs::remove_file(&a.path).unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(m) = tcp_ask(client, to, "whoami.example.com.", RecordType::TXT).await {
+            assert_eq!(txt(&m), "5301", "served by the backend it can reach");
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the client never got a TCP answer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bal.proc.wait_for(
+        "backend socket file gone (TCP session could not connect)",
+        |_| true,
+    );
+}

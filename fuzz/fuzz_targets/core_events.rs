@@ -187,7 +187,7 @@ fuzz_target!(|data: &[u8]| {
                         0 => SessionEnd::Closed(TcpClose::Finished),
                         1 => SessionEnd::OkTimeout,
                         2 => SessionEnd::Closed(TcpClose::Idle),
-                        _ => SessionEnd::ConnectFailed,
+                        _ => SessionEnd::ConnectFailed { gone: arg & 4 != 0 },
                     };
                     core.on_session_ended(now, id, backend, end, &mut io);
                 }

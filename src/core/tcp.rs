@@ -98,8 +98,9 @@ pub struct SessionPlan {
 pub enum SessionEnd {
     /// The backend did not confirm the session in time: fault it.
     OkTimeout,
-    /// Connecting to the backend's socket failed.
-    ConnectFailed,
+    /// Connecting to the backend's socket failed; `gone`: there is no
+    /// socket file at its path any more.
+    ConnectFailed { gone: bool },
     /// Relayed, then closed for this reason.
     Closed(TcpClose),
 }
@@ -377,9 +378,21 @@ impl Core {
             SessionEnd::OkTimeout if self.backends.get(backend).is_some_and(|b| b.is_ok()) => {
                 self.fault(backend, now, io)
             }
-            SessionEnd::ConnectFailed => {
+            SessionEnd::ConnectFailed { gone } => {
+                let in_service = self.backends.get(backend).is_some_and(|b| b.is_ok());
                 if let Some(be) = self.backends.get_mut(backend) {
                     be.stats.conn_error += 1;
+                }
+                // Its control link may live on (the process runs, its
+                // socket file was moved or removed), but no session can
+                // reach it: fault it, so that its reconnect finds the file
+                // gone and its clients move to a backend they can reach.
+                if gone && in_service {
+                    warn!(
+                        self.backend_log(backend),
+                        "backend socket file gone (TCP session could not connect)"
+                    );
+                    self.fault(backend, now, io);
                 }
             }
             _ => {}
@@ -391,7 +404,7 @@ impl Core {
 /// Count a session's end under its reason.
 fn count_close(c: &mut Counters, end: SessionEnd) {
     let counter = match end {
-        SessionEnd::OkTimeout | SessionEnd::ConnectFailed => &mut c.tcp_closed_backend,
+        SessionEnd::OkTimeout | SessionEnd::ConnectFailed { .. } => &mut c.tcp_closed_backend,
         SessionEnd::Closed(close) => match close {
             TcpClose::Finished => &mut c.tcp_closed_finished,
             TcpClose::Error => &mut c.tcp_closed_error,

@@ -293,7 +293,9 @@ async fn open(s: &Session) -> Result<UnixStream, SessionEnd> {
             error!(s.log, "connect(3SOCKET) failed";
                 "socket_path" => s.plan.backend_path.display().to_string(),
                 "errno" => e.raw_os_error().unwrap_or(0), "strerror" => e.to_string());
-            Err(SessionEnd::ConnectFailed)
+            Err(SessionEnd::ConnectFailed {
+                gone: e.kind() == std::io::ErrorKind::NotFound,
+            })
         }
         Ok(Err(OpenError::NotOk(t))) => {
             warn!(s.log, "backend invalid TCP OK"; "frame_type" => t);

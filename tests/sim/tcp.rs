@@ -98,7 +98,9 @@ impl World {
         let rng = &mut self.env.rng;
         let end = match rng.below(20) {
             0 => SessionEnd::OkTimeout,
-            1 => SessionEnd::ConnectFailed,
+            1 => SessionEnd::ConnectFailed {
+                gone: rng.chance(30),
+            },
             // What a relay reports; timeouts are the sweep's to decide.
             2 => SessionEnd::Closed(TcpClose::Empty),
             3 => SessionEnd::Closed(TcpClose::BadMessage(Refusal::Short)),
