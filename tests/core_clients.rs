@@ -107,21 +107,23 @@ fn past_max_remotes_new_clients_are_served_by_hash_and_old_ones_keep_their_backe
     }
 }
 
-#[test]
-fn per_client_log_records_are_rate_limited_with_a_summary() {
-    use std::sync::{Arc, Mutex};
-    #[derive(Clone, Default)]
-    struct Count(Arc<Mutex<Vec<String>>>);
-    impl slog::Drain for Count {
-        type Ok = ();
-        type Err = slog::Never;
-        fn log(&self, r: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
-            if let Ok(mut v) = self.0.lock() {
-                v.push(r.msg().to_string());
-            }
-            Ok(())
+/// The messages a core logs, recorded.
+#[derive(Clone, Default)]
+struct Count(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl slog::Drain for Count {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, r: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(r.msg().to_string());
         }
+        Ok(())
     }
+}
+
+/// A started scenario with default flags whose log is recorded.
+fn logged_scenario() -> (Scenario, Count) {
     let count = Count::default();
     let Ok(Command::Run(cfg)) = cli::parse(&["-s".into(), "/s".into()], None) else {
         panic!("flags");
@@ -133,6 +135,32 @@ fn per_client_log_records_are_rate_limited_with_a_summary() {
         now,
     };
     s.core.start(now, &mut s.io);
+    (s, count)
+}
+
+#[test]
+fn an_ipv6_client_with_only_ipv4_backends_up_is_told_apart_from_an_outage() {
+    let (mut s, count) = logged_scenario();
+    s.list(&["5300"]);
+    s.connect_ok(5300, false);
+    s.query("[fd00::1]:1000", 1);
+    s.query("[fd00::2]:1000", 2);
+    let msgs = count.0.lock().map(|v| v.clone()).unwrap_or_default();
+    let said: Vec<&String> = msgs.iter().filter(|m| m.contains("IPv6")).collect();
+    assert_eq!(
+        said,
+        ["no backend speaks the IPv6 extension (IPv6 client not served)"],
+        "said once (rate-limited)"
+    );
+    assert!(
+        !msgs.iter().any(|m| m == "no backends available"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn per_client_log_records_are_rate_limited_with_a_summary() {
+    let (mut s, count) = logged_scenario();
     s.list(&["5300"]);
     s.connect_ok(5300, false);
     for n in 0..1000u32 {

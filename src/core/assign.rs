@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
-use slog::{Logger, error, info};
+use slog::{Logger, error, info, warn};
 use tokio::time::Instant;
 
 use super::{LogBudget, RateLimit};
@@ -46,6 +46,23 @@ macro_rules! assign_client {
     };
 }
 pub(super) use assign_client;
+
+/// Say why no backend could take a client, at most once per
+/// `no_backend_log_interval`: none is up (the original's error), or, for
+/// an IPv6 client, none of those up speaks the IPv6 extension (a warning:
+/// the backends are fine, they are too old for the client).
+fn log_no_backend(logs: &mut AssignLog<'_>, backends: &Backends, ip: &IpAddr, now: Instant) {
+    if !logs.no_backend.allow(now, logs.no_backend_interval) {
+        return;
+    }
+    let up = backends.iter().filter(|b| b.is_ok()).count();
+    if up > 0 && Need::of(ip) == Need::Ipv6 {
+        warn!(logs.log, "no backend speaks the IPv6 extension (IPv6 client not served)";
+            "remote_ip" => %ip, "backends_up" => up);
+    } else {
+        error!(logs.log, "no backends available");
+    }
+}
 
 /// Log a change of a remote's backend in the original's words.
 pub(super) fn log_reassignment(log: &Logger, ip: &IpAddr, choice: &Choice) {
@@ -92,15 +109,15 @@ pub(super) struct Table<'a> {
 pub(super) fn assign<'r>(
     table: Table<'r>,
     backends: &mut Backends,
-    logs: AssignLog<'_>,
+    mut logs: AssignLog<'_>,
     ip: IpAddr,
     now: Instant,
 ) -> Assigned<'r> {
     let remotes = table.remotes;
     if remotes.len() >= table.max && remotes.get(&ip).is_none() {
         let backend = backends.stateless_for(table.hasher.hash_one(ip), Need::of(&ip));
-        if backend.is_none() && logs.no_backend.allow(now, logs.no_backend_interval) {
-            error!(logs.log, "no backends available");
+        if backend.is_none() {
+            log_no_backend(&mut logs, backends, &ip, now);
         }
         return Assigned {
             remote: None,
@@ -115,8 +132,8 @@ pub(super) fn assign<'r>(
     if choice.change.is_some() && logs.per_client.allow(now) {
         log_reassignment(logs.log, &ip, &choice);
     }
-    if choice.backend.is_none() && logs.no_backend.allow(now, logs.no_backend_interval) {
-        error!(logs.log, "no backends available");
+    if choice.backend.is_none() {
+        log_no_backend(&mut logs, backends, &ip, now);
     }
     Assigned {
         remote: Some(rem),
