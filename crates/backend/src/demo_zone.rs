@@ -14,6 +14,12 @@
 //! - `TXT big.example.com` -> about 4 KB of TXT records, too big for UDP, so
 //!   the UDP answer is truncated (TC set) and the client retries over TCP;
 //! - any other name in the zone: NXDOMAIN; outside it: REFUSED.
+//!
+//! And it answers as the RFCs ask, since it is the reference for anyone
+//! writing a backend with this library: CD is copied into every answer
+//! (RFC 4035 3.1.6), a query with EDNS version above 0 gets BADVERS with an
+//! OPT of version 0 (RFC 6891 6.1.3), and a query that does not parse gets
+//! FORMERR (RFC 1035 4.1.1) with its id, rather than silence.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -65,26 +71,33 @@ impl DemoZone {
     }
 
     /// Answer the DNS message `query` from `client`.  `None` when the bytes
-    /// are not a query this zone can answer at all (unparseable, or a
-    /// response).
+    /// are not a query at all (a response, or shorter than a header).
     pub fn answer(
         &self,
         query: &[u8],
         client: SocketAddr,
         transport: Transport,
     ) -> Option<Vec<u8>> {
-        let req = Message::from_vec(query).ok()?;
+        let Ok(req) = Message::from_vec(query) else {
+            return formerr(query);
+        };
         if req.metadata.message_type != MessageType::Query {
             return None;
         }
         let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
         resp.metadata.recursion_desired = req.metadata.recursion_desired;
+        resp.metadata.checking_disabled = req.metadata.checking_disabled;
         resp.metadata.authoritative = true;
         resp.queries = req.queries.clone();
         if let Some(edns) = &req.edns {
             let mut e = hickory_proto::op::Edns::new();
             e.set_max_payload(edns.max_payload().max(512));
             resp.set_edns(e);
+            if edns.version() > 0 {
+                resp.metadata.response_code = ResponseCode::BADVERS;
+                resp.metadata.authoritative = false;
+                return resp.to_vec().ok();
+            }
         }
         match (req.metadata.op_code, req.queries.first()) {
             (OpCode::Query, Some(q)) if req.queries.len() == 1 => {
@@ -162,6 +175,31 @@ impl DemoZone {
     }
 }
 
+/// FORMERR to a query that does not parse: its id, opcode, RD and CD, and
+/// nothing else.  `None` for a response or less than a header.
+fn formerr(query: &[u8]) -> Option<Vec<u8>> {
+    let [id0, id1, f2, f3, _, _, _, _, _, _, _, _, ..] = *query else {
+        return None;
+    };
+    if f2 & 0x80 != 0 {
+        return None;
+    }
+    Some(vec![
+        id0,
+        id1,
+        0x80 | (f2 & 0x79),
+        (f3 & 0x10) | 1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +229,45 @@ mod tests {
         assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
         let r = ask(&z, "example.org.", RecordType::A, Transport::Udp);
         assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn answers_as_the_rfcs_ask() {
+        let z = DemoZone::new("example.com", "be1").unwrap();
+        let client: SocketAddr = "10.1.2.3:5353".parse().unwrap();
+        let mut q = Message::query();
+        q.metadata.id = 78;
+        q.metadata.checking_disabled = true;
+        q.add_query(Query::query(
+            Name::from_ascii("www.example.com.").unwrap(),
+            RecordType::A,
+        ));
+        let a = Message::from_vec(
+            &z.answer(&q.to_vec().unwrap(), client, Transport::Udp)
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(a.metadata.checking_disabled, "CD copied");
+
+        let mut e = hickory_proto::op::Edns::new();
+        e.set_version(1);
+        q.set_edns(e);
+        let a = Message::from_vec(
+            &z.answer(&q.to_vec().unwrap(), client, Transport::Udp)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(u16::from(a.metadata.response_code), 16, "BADVERS");
+        assert_eq!(a.edns.expect("OPT").version(), 0);
+        assert!(a.answers.is_empty());
+
+        let mut bad = q.to_vec().unwrap();
+        bad[12] = 64; // a label too long
+        let a = Message::from_vec(&z.answer(&bad, client, Transport::Udp).unwrap()).unwrap();
+        assert_eq!(a.metadata.response_code, ResponseCode::FormErr);
+        assert_eq!(a.metadata.id, 78);
+        assert!(a.metadata.checking_disabled);
+        assert_eq!(z.answer(&bad[..11], client, Transport::Udp), None);
     }
 
     #[test]
