@@ -117,32 +117,57 @@ impl Default for Timers {
 /// tried at once; after that each failed try waits longer, by a fixed step,
 /// up to a ceiling; a successful hello starts the sequence again from the
 /// first delay.  With the defaults the waits are 0, 1, 3, 5, ... 31, 32, 32 s.
+///
+/// A socket that has just appeared may not be listening yet (a process
+/// binds its socket, which creates the file, and then listens): its first
+/// tries are quick, at 0, 25, 50, 100, 200 and 400 ms (0.8 s in all),
+/// before the schedule above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     next: Duration,
+    /// Quick tries left.
+    quick: u8,
 }
+
+/// The quick tries after a socket appears.
+const QUICK_TRIES: u8 = 6;
+
+/// The second quick try's delay; each next one doubles it.
+const QUICK_FIRST: Duration = Duration::from_millis(25);
 
 impl Backoff {
     /// A back-off whose next try is immediate.
     pub fn immediate() -> Self {
         Backoff {
             next: Duration::ZERO,
+            quick: QUICK_TRIES,
         }
     }
 
-    /// Make the next try immediate (a socket newly found in the directory).
+    /// Make the next try immediate, and the few after it quick (a socket
+    /// newly found in the directory, or created anew).
     pub fn reset_immediate(&mut self) {
         self.next = Duration::ZERO;
+        self.quick = QUICK_TRIES;
     }
 
     /// After a successful hello: the next failure waits the first delay.
     pub fn reset_after_success(&mut self, timers: &Timers) {
         self.next = timers.reconnect_delay;
+        self.quick = 0;
     }
 
     /// The delay before the next try; advances the sequence.
     pub fn next_delay(&mut self, timers: &Timers) -> Duration {
         let now = self.next;
+        if self.quick > 0 {
+            self.quick -= 1;
+            self.next = match self.quick {
+                0 => timers.reconnect_delay,
+                _ => (now * 2).max(QUICK_FIRST),
+            };
+            return now;
+        }
         self.next = if now.is_zero() {
             timers.reconnect_delay
         } else {
@@ -234,18 +259,25 @@ mod tests {
     fn reconnect_backoff_sequence() {
         let t = Timers::default();
         let mut b = Backoff::immediate();
-        let secs: Vec<u64> = (0..20).map(|_| b.next_delay(&t).as_secs()).collect();
+        let quick: Vec<u128> = (0..6).map(|_| b.next_delay(&t).as_millis()).collect();
+        assert_eq!(
+            quick,
+            [0, 25, 50, 100, 200, 400],
+            "a new socket: quick tries"
+        );
+        let secs: Vec<u64> = (0..19).map(|_| b.next_delay(&t).as_secs()).collect();
         assert_eq!(
             secs,
             [
-                0, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 32, 32, 32
+                1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 32, 32, 32
             ]
         );
         b.reset_after_success(&t);
-        assert_eq!(b.next_delay(&t), Duration::from_secs(1));
+        assert_eq!(b.next_delay(&t), Duration::from_secs(1), "no quick tries");
         assert_eq!(b.next_delay(&t), Duration::from_secs(3));
         b.reset_immediate();
         assert_eq!(b.next_delay(&t), Duration::ZERO);
+        assert_eq!(b.next_delay(&t), Duration::from_millis(25));
     }
 
     #[test]
@@ -257,8 +289,8 @@ mod tests {
             ..Timers::default()
         };
         let mut b = Backoff::immediate();
-        let ms: Vec<u128> = (0..6).map(|_| b.next_delay(&t).as_millis()).collect();
-        assert_eq!(ms, [0, 100, 150, 200, 220, 220]);
+        let ms: Vec<u128> = (0..11).map(|_| b.next_delay(&t).as_millis()).collect();
+        assert_eq!(ms, [0, 25, 50, 100, 200, 400, 100, 150, 200, 220, 220]);
     }
 
     #[tokio::test(start_paused = true)]

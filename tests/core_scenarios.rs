@@ -144,7 +144,7 @@ fn reconnects_follow_the_back_off_schedule() {
     let mut tries = Vec::new();
     let start = s.now;
     let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-    for _ in 0..6 {
+    for _ in 0..11 {
         let before = s.io.connects.len();
         while s.io.connects.len() == before {
             let next = s.core.poll_timeout().expect("a timer");
@@ -155,8 +155,12 @@ fn reconnects_follow_the_back_off_schedule() {
         s.core
             .on_link_connect_failed(s.now, 5300, generation, &refused, &mut s.io);
     }
-    // 0, then 1, 3, 5, 5, 5 seconds apart.
-    assert_eq!(tries, [0, 1000, 4000, 9000, 14_000, 19_000]);
+    // A new socket: quick tries 0, 25, 50, 100, 200, 400 ms apart (it may
+    // not be listening yet), then 1, 3, 5, 5, 5 seconds apart.
+    assert_eq!(
+        tries,
+        [0, 25, 75, 175, 375, 775, 1775, 4775, 9775, 14_775, 19_775]
+    );
 }
 
 #[test]

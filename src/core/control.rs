@@ -84,6 +84,37 @@ impl Core {
         }
     }
 
+    /// Sockets appeared in the directory (the watch saw them created or
+    /// renamed into place).  A new one is connected at once, as by a
+    /// listing; so is the socket of a known backend that is down, with
+    /// its back-off reset: a process bound it anew, so the wait that
+    /// protected a failing one is over.  A backend in service is left
+    /// alone.
+    pub fn on_sockets_appeared(&mut self, now: Instant, paths: &[PathBuf], io: &mut impl Io) {
+        for path in paths {
+            if path.as_os_str().len() >= SUN_PATH_MAX {
+                continue;
+            }
+            let waiting = self.backends.by_path(path).and_then(|be| {
+                let down = matches!(be.state, LinkState::Down | LinkState::ReconnectPending);
+                (down && !be.removed).then_some(be.id)
+            });
+            match waiting {
+                Some(id) => {
+                    info!(
+                        self.backend_log(id),
+                        "backend socket appeared (connecting now)"
+                    );
+                    if let Some(be) = self.backends.get_mut(id) {
+                        be.backoff.reset_immediate();
+                    }
+                    self.schedule_reconnect(id, now, io);
+                }
+                None => self.found_socket(path, now, io),
+            }
+        }
+    }
+
     fn found_socket(&mut self, path: &Path, now: Instant, io: &mut impl Io) {
         let id = match self.backends.by_path(path) {
             Some(be) if be.removed => {

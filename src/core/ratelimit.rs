@@ -107,7 +107,10 @@ impl AddressBudgets {
     pub fn allow(&mut self, ip: IpAddr, second: u32, per_second: u32) -> bool {
         let mut h = self.hasher.build_hasher();
         ip.hash(&mut h);
-        let i = (std::hash::Hasher::finish(&h) as usize) % BUDGET_SLOTS;
+        // The hash's high bits pick the slot (a multiply, not a modulo of
+        // its low bits, which a fast hasher mixes less well).
+        let hash = u128::from(std::hash::Hasher::finish(&h));
+        let i = ((hash * BUDGET_SLOTS as u128) >> 64) as usize;
         let Some(slot) = self.slots.get_mut(i) else {
             return false;
         };

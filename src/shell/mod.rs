@@ -37,6 +37,7 @@ pub mod stats_requests;
 pub mod sys;
 pub mod tcp_session;
 pub mod udp;
+pub mod watch;
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -62,6 +63,7 @@ use signals::Signals;
 use stats_requests::{StatsRequest, wall_clock_now};
 use tcp_session::{EndReport, Ended, Session, Sessions};
 use udp::{RECV_CALLS, UdpOut, UdpRelay};
+use watch::DirWatch;
 
 /// Connections accepted per wake-up before other work gets a turn.
 const ACCEPTS_PER_WAKE: usize = 16;
@@ -139,6 +141,7 @@ enum Wake {
     Signal(crate::core::Signal),
     Stats(StatsRequest),
     SessionEnded(Ended),
+    SocketAppeared(PathBuf),
     Io(IoReady),
     Timer,
 }
@@ -162,6 +165,8 @@ struct Shell {
     readable: Vec<BackendId>,
     /// Log records the log queue dropped ([`crate::logging`]).
     log_dropped: Arc<AtomicU64>,
+    /// Paths the directory watch reported (reused).
+    appeared: Vec<PathBuf>,
 }
 
 /// Run the balancer on `listeners` until the core says exit or
@@ -188,6 +193,8 @@ pub async fn run(
     // limit: the channel can hold every report there can be.
     let (session_tx, mut session_rx) = mpsc::channel(config.max_tcp_sessions.max(1));
     let links = Links::new(config.backend_queue_bytes);
+    // The socket directory's watch, if the system gives one.
+    let mut watch = DirWatch::start(&config.socket_dir, &log);
     let mut shell = Shell {
         core: Core::new(config, log.clone(), Instant::now()),
         log,
@@ -202,6 +209,7 @@ pub async fn run(
         read_buf: vec![0; READ_CHUNK],
         readable: Vec::new(),
         log_dropped,
+        appeared: Vec::new(),
     };
     let now = Instant::now();
     shell.with_io(|core, io| core.start(now, io));
@@ -226,6 +234,7 @@ pub async fn run(
             _ = &mut shutdown => Wake::Shutdown,
             sig = signals.next() => Wake::Signal(sig),
             Some(ended) = session_rx.recv() => Wake::SessionEnded(ended),
+            Some(path) = next_appeared(&mut watch) => Wake::SocketAppeared(path),
             // Each request is answered with a bounded copy (one page of
             // remotes at most), so serving stats cannot stall traffic.
             Some(req) = recv_stats(&mut stats) => Wake::Stats(req),
@@ -246,6 +255,7 @@ pub async fn run(
                     core.on_session_answers(synthesized);
                 });
             }
+            Wake::SocketAppeared(path) => shell.on_sockets_appeared(path, watch.as_mut(), now),
             Wake::Io(r) => ready = r,
             Wake::Timer => {}
         }
@@ -280,6 +290,14 @@ pub async fn run(
     info!(shell.log, "shutting down");
     shell.sessions.abort_all();
     Ok(())
+}
+
+/// The next path the directory watch saw appear, or never without one.
+async fn next_appeared(watch: &mut Option<DirWatch>) -> Option<PathBuf> {
+    match watch {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next stats request, or never when there is no stats channel.
@@ -454,6 +472,21 @@ impl Shell {
             epoch: self.tcp_sessions.epoch(),
         }));
         self.tcp_sessions.started(id, cell, abort);
+    }
+
+    /// Sockets appeared in the directory: `first`, and any others queued.
+    fn on_sockets_appeared(&mut self, first: PathBuf, watch: Option<&mut DirWatch>, now: Instant) {
+        let mut paths = std::mem::take(&mut self.appeared);
+        paths.push(first);
+        if let Some(w) = watch {
+            w.drain(&mut paths);
+            if w.take_rescan() {
+                self.cmds.scan = true;
+            }
+        }
+        self.with_io(|core, io| core.on_sockets_appeared(now, &paths, io));
+        paths.clear();
+        self.appeared = paths;
     }
 
     /// Close the TCP sessions whose time is up, as the core decides from
