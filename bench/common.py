@@ -81,12 +81,13 @@ def start_backend(socks, name, extra=()):
     return p
 
 
-def start_balancer(socks, log_path):
+def start_balancer(socks, log_path, extra=()):
     """The balancer on 127.0.0.1:PORT in front of socks, logging at info to
-    log_path; returned once a query is answered by a backend (bounded)."""
+    log_path, with `extra` flags; returned once a query is answered by a
+    backend (bounded)."""
     log = open(log_path, "w")
     bal = subprocess.Popen([os.path.join(ROOT, "target/release/mname-balancer"),
-                            "-b", "127.0.0.1", "-p", str(PORT), "-s", socks, "-l", "info"],
+                            "-b", "127.0.0.1", "-p", str(PORT), "-s", socks, "-l", "info", *extra],
                            stdout=log, stderr=subprocess.STDOUT)
     bal.log = log
     deadline = time.time() + 20

@@ -15,6 +15,10 @@ Phases, each --seconds long, with a quiet --rest between them:
                 and 10 bytes, then holding
   garbage-1000  20,000 from 1,000 addresses, each sending 200 random bytes
 
+The balancer runs with --remote-expiry 30s (its only non-default flag),
+so that the run can end by showing memory back at its start once the
+attackers' remotes have expired.
+
 The attacker opens its connections as fast as it can and holds every one
 it opened until the phase ends (--connections to change the number).
 Throughout, two kinds of legitimate client, from their own addresses:
@@ -218,7 +222,10 @@ def main():
     socks = os.path.join(tmp, "sockets")
     os.mkdir(socks)
     procs = [common.start_backend(socks, name) for name in ("5300", "5301", "5302")]
-    bal = common.start_balancer(socks, os.path.join(tmp, "balancer.log"))
+    # Remotes expire after 30 s instead of 300, so that the run can show
+    # the memory coming back once the attackers' remotes are gone.
+    bal = common.start_balancer(socks, os.path.join(tmp, "balancer.log"),
+                                ["--remote-expiry", "30s", "--expiry-sweep", "5s"])
     procs.append(bal)
     samples = []
     stop_all = threading.Event()
@@ -257,6 +264,14 @@ def main():
             print(f"{phase:13} attack conns {opened:6}  legit fresh {f[1]}/{f[0]} (max {f[2]*1000:.0f} ms)"
                   f"  persistent {p[1]}/{p[0]} (max {p[2]*1000:.0f} ms)  after: {fr[1]}/{fr[0]}"
                   f"  RSS KiB {row['rss']}  fds {row['fds']}", flush=True)
+        # The attackers' remotes expire (30 s after their last connection),
+        # the sweep gives their memory back.
+        legit.stop.set()
+        time.sleep(45)
+        recovered = samples[-1]
+        print(f"after the attackers' remotes expired: RSS {recovered[1]} KiB, "
+              f"fds {recovered[2]} (baseline {rows[0]['rss'][1]} KiB, {rows[0]['fds'][2]} fds)",
+              flush=True)
     finally:
         legit.stop.set()
         stop_all.set()
@@ -298,6 +313,10 @@ def main():
                       f"{p[1]}/{p[0]} | {p[2]*1000:.0f} ms | {fr[1]}/{fr[0]} | "
                       f"{r['rss'][0]:,} / {r['rss'][1]:,} / {r['rss'][2]:,} | "
                       f"{r['fds'][0]} / {r['fds'][1]} / {r['fds'][2]} |\n")
+        if rows and samples:
+            out.write(f"\nAfter the attackers' remotes expired (45 s after the last phase, `--remote-expiry 30s`): "
+                      f"RSS {samples[-1][1]:,} KiB, {samples[-1][2]} descriptors; baseline "
+                      f"{rows[0]['rss'][1]:,} KiB, {rows[0]['fds'][2]} descriptors.\n")
         if counters:
             keys = [k for k in sorted(counters) if k.startswith("tcp_") and counters[k]]
             out.write("\nThe balancer's TCP counters at exit: "

@@ -256,3 +256,24 @@ fn a_resend_of_a_query_in_flight_is_answered_once_and_blames_no_backend() {
     s.query("10.0.0.1:1000", 9);
     assert_eq!(s.io.frames_to(5300), [frame_type::INBOUND_UDP]);
 }
+
+#[test]
+fn when_a_burst_of_clients_has_expired_memory_goes_back_to_the_system() {
+    let mut s = Scenario::new(&["--remote-expiry", "10s", "--expiry-sweep", "1s"]);
+    s.list(&["5300"]);
+    s.connect_ok(5300, false);
+    for n in 0..300u32 {
+        s.query(&format!("10.1.{}.{}:1000", n / 250, n % 250 + 1), 1);
+    }
+    s.advance(Duration::from_secs(2));
+    assert_eq!(s.io.releases, 0, "the burst's clients are still here");
+    s.query("10.9.9.9:1000", 1);
+    s.advance(Duration::from_secs(10));
+    assert_eq!(s.core.remotes().len(), 1, "the burst expired, one stays");
+    assert_eq!(
+        s.io.releases, 1,
+        "a quarter or less of the peak: released once"
+    );
+    s.advance(Duration::from_secs(30));
+    assert_eq!(s.io.releases, 1, "not again for the last one");
+}

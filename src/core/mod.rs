@@ -126,8 +126,12 @@ pub enum Phase {
 const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// An expiry sweep that forgets at least this many remotes returns freed
-/// memory to the system.
+/// memory to the system; so does one that leaves the table at a quarter or
+/// less of its size at the last release, if that was at least
+/// [`RELEASE_MEMORY_MIN_PEAK`] (remotes made during a burst pin the pages
+/// the burst's other allocations freed around them).
 const RELEASE_MEMORY_AFTER: usize = 10_000;
+const RELEASE_MEMORY_MIN_PEAK: usize = 256;
 
 /// The core's view of a backend's link (its control connection): frames arrive
 /// in pieces and are reassembled here.
@@ -175,6 +179,8 @@ pub struct Core {
     /// Hashes clients served without a remote (the table full) to a
     /// backend.  Randomly seeded, fixed for the process.
     client_hasher: RandomState,
+    /// The most remotes tracked since memory was last given back.
+    remotes_peak: usize,
 }
 
 impl Core {
@@ -202,6 +208,7 @@ impl Core {
             stateless_answers: AddressBudgets::default(),
             untracked_queries: AddressBudgets::default(),
             client_hasher: RandomState::default(),
+            remotes_peak: 0,
         }
     }
 

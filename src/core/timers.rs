@@ -19,7 +19,7 @@ use hickory_proto::op::ResponseCode;
 use slog::{info, trace, warn};
 use tokio::time::Instant;
 
-use super::{Core, Io, Phase, RELEASE_MEMORY_AFTER, synth};
+use super::{Core, Io, Phase, RELEASE_MEMORY_AFTER, RELEASE_MEMORY_MIN_PEAK, synth};
 use crate::backends::BackendId;
 use crate::cli::OnTimeout;
 
@@ -101,6 +101,7 @@ impl Core {
     }
 
     fn expire_remotes(&mut self, now: Instant, io: &mut impl Io) {
+        self.remotes_peak = self.remotes_peak.max(self.remotes.len());
         let (log, budget) = (&self.log, &mut self.repeat_logs.per_client);
         let expired = self.remotes.expire(
             now,
@@ -112,10 +113,13 @@ impl Core {
                 }
             },
         );
-        // Many remotes gone at once (a burst of clients has passed): give
-        // the memory back to the system.
-        if expired >= RELEASE_MEMORY_AFTER {
+        // Many remotes gone at once, or the table a quarter of what it was
+        // (a burst of clients has passed): give the memory back.
+        let shrunk = self.remotes_peak >= RELEASE_MEMORY_MIN_PEAK
+            && self.remotes.len() <= self.remotes_peak / 4;
+        if expired >= RELEASE_MEMORY_AFTER || (expired > 0 && shrunk) {
             self.inflight.shrink();
+            self.remotes_peak = self.remotes.len();
             io.release_memory();
         }
     }

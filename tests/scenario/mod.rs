@@ -26,6 +26,8 @@ pub struct Recorder {
     pub connects: Vec<(u32, u64)>,
     pub closes: Vec<u32>,
     pub scans: usize,
+    /// Times the core asked for freed memory to go back to the system.
+    pub releases: usize,
 }
 
 impl Io for Recorder {
@@ -59,7 +61,9 @@ impl Io for Recorder {
     fn scan_directory(&mut self) {
         self.scans += 1;
     }
-    fn release_memory(&mut self) {}
+    fn release_memory(&mut self) {
+        self.releases += 1;
+    }
 }
 
 impl Recorder {
