@@ -383,6 +383,19 @@ pub async fn tcp_recv(s: &mut TcpStream) -> Option<Message> {
     tokio::time::timeout(DEADLINE, read).await.ok().flatten()
 }
 
+/// Read one length-prefixed DNS message as bytes, None at EOF or after
+/// the deadline.
+pub async fn tcp_recv_raw(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let read = async {
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).await.ok()?;
+        let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut msg).await.ok()?;
+        Some(msg)
+    };
+    tokio::time::timeout(DEADLINE, read).await.ok().flatten()
+}
+
 /// One query over a fresh TCP connection from `src`.
 pub async fn tcp_ask(
     src: IpAddr,
