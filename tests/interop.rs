@@ -183,3 +183,75 @@ async fn ipv6_clients_get_the_no_backend_policy_with_only_node_mname() {
         assert!(bad.is_empty(), "{}: {bad:?}", b.name);
     }
 }
+
+/// The transparency battery with node-mname: wherever node-mname answers a
+/// message itself (in a frame of our own), the balancer gives its client
+/// the same bytes, over UDP and TCP.  Where node-mname says nothing (it
+/// drops what it cannot parse), the balancer answers FORMERR if it cannot
+/// parse it either, or SERVFAIL when its query timeout passes, never
+/// anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_mname_answers_the_battery_the_same_through_the_balancer() {
+    use common::battery::*;
+    let dir = sockdir();
+    let be = node_backend(dir.path(), "5300");
+    let bal = Balancer::start(dir.path(), &[]);
+    bal.wait_established(1);
+    let to = bal.target();
+    let msgs = battery();
+    let direct = direct_udp(&be.path, &msgs);
+    let sock = UdpSocket::bind("127.0.0.77:0").await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let mut silent = Vec::new();
+    for ((what, m), want) in msgs.iter().zip(&direct) {
+        sock.send_to(m, to).await.unwrap();
+        let wait = TWO_S + Duration::from_secs(1);
+        let got = tokio::time::timeout(wait, sock.recv(&mut buf))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|n| buf[..n].to_vec());
+        match want {
+            Some(want) => assert_eq!(got.as_ref(), Some(want), "UDP, {what}"),
+            None => {
+                silent.push(*what);
+                // FORMERR when the balancer cannot parse it either; the
+                // timeout's SERVFAIL when it forwarded what node-mname
+                // then dropped.
+                if let Some(a) = got {
+                    let rcode = hickory_proto::op::Message::from_vec(&a)
+                        .unwrap()
+                        .metadata
+                        .response_code;
+                    assert!(
+                        matches!(rcode, ResponseCode::FormErr | ResponseCode::ServFail),
+                        "{what}: {rcode:?}"
+                    );
+                }
+            }
+        }
+    }
+    // node-mname answers most of it; say which it does not.
+    eprintln!("node-mname silent on: {silent:?}");
+    assert!(
+        silent.len() < msgs.len() / 2,
+        "node-mname silent on {silent:?}"
+    );
+
+    // TCP, pipelined: every answer node-mname gives directly comes through.
+    let want = answers_by_id(&direct_tcp(&be.path, &msgs));
+    let mut c = tcp_connect(lo(78), to).await;
+    tokio::io::AsyncWriteExt::write_all(&mut c, &framed_all(&msgs))
+        .await
+        .unwrap();
+    let mut got = BTreeMap::new();
+    while got.len() < msgs.len() {
+        let Some(m) = tcp_recv_raw(&mut c).await else {
+            break;
+        };
+        got.insert(u16::from_be_bytes([m[0], m[1]]), m);
+    }
+    for (id, answer) in &want {
+        assert_eq!(got.get(id), Some(answer), "TCP, id {id}");
+    }
+}

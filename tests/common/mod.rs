@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod battery;
 pub mod stats;
 
 use std::io::{BufRead, BufReader};
