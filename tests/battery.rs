@@ -31,12 +31,7 @@ async fn every_edge_case_gets_the_backends_own_answer_through_the_balancer() {
     let sock = UdpSocket::bind("127.0.0.77:0").await.unwrap();
     let mut buf = vec![0u8; 65535];
     for ((what, m), want) in msgs.iter().zip(&direct) {
-        sock.send_to(m, to).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|n| buf[..n].to_vec());
+        let got = udp_exchange(&sock, to, m, Duration::from_secs(2)).await;
         assert_eq!(&got, want, "UDP, {what}");
         assert!(got.is_some(), "UDP, {what}: answered");
     }

@@ -224,7 +224,6 @@ fn queries_past_the_client_rate_are_dropped_and_every_second_one_slips() {
 
 #[test]
 fn a_resend_of_a_query_in_flight_is_answered_once_and_blames_no_backend() {
-    use mname_balancer_protocol::Frame;
     let mut s = Scenario::new(&[]);
     s.list(&["5300"]);
     let generation = s.connect_ok(5300, false);
@@ -238,18 +237,7 @@ fn a_resend_of_a_query_in_flight_is_answered_once_and_blames_no_backend() {
         "sent to the backend once"
     );
     assert_eq!(s.core.counters().dropped_resend, 1);
-    let mut answer = 9u16.to_be_bytes().to_vec();
-    answer.extend_from_slice(&[0x81, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 0, 0, 1, 0, 1]);
-    let dest: SocketAddr = "10.0.0.1:1000".parse().expect("address");
-    s.send(
-        5300,
-        generation,
-        Frame::OutboundUdp {
-            addr: dest.ip(),
-            port: 1000,
-            payload: &answer,
-        },
-    );
+    s.answer(5300, generation, "10.0.0.1:1000", 9);
     assert_eq!(s.io.answers.len(), 1, "one answer");
     assert_eq!(s.core.counters().unsolicited_answers, 0);
     // Once answered, the same id again is a new query.

@@ -8,7 +8,6 @@
 mod scenario;
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use mname_balancer::backends::LinkState;
@@ -235,18 +234,7 @@ fn draining_waits_for_answers_then_exits_and_a_second_signal_exits_at_once() {
     s.core.on_signal(s.now, Signal::Terminate, &mut s.io);
     assert_eq!(s.core.phase(), Phase::Draining);
     assert!(!s.core.wants_datagrams() && !s.core.wants_connections());
-    let mut answer = 9u16.to_be_bytes().to_vec();
-    answer.extend_from_slice(&[0x81, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 0, 0, 1, 0, 1]);
-    let dest: SocketAddr = "10.0.0.1:1000".parse().expect("address");
-    s.send(
-        5300,
-        generation,
-        Frame::OutboundUdp {
-            addr: dest.ip(),
-            port: 1000,
-            payload: &answer,
-        },
-    );
+    s.answer(5300, generation, "10.0.0.1:1000", 9);
     assert_eq!(s.io.answers.len(), 1);
     assert_eq!(s.core.phase(), Phase::Exit, "nothing left: exit");
 

@@ -201,16 +201,9 @@ async fn node_mname_answers_the_battery_the_same_through_the_balancer() {
     let msgs = battery();
     let direct = direct_udp(&be.path, &msgs);
     let sock = UdpSocket::bind("127.0.0.77:0").await.unwrap();
-    let mut buf = vec![0u8; 65535];
     let mut silent = Vec::new();
     for ((what, m), want) in msgs.iter().zip(&direct) {
-        sock.send_to(m, to).await.unwrap();
-        let wait = TWO_S + Duration::from_secs(1);
-        let got = tokio::time::timeout(wait, sock.recv(&mut buf))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|n| buf[..n].to_vec());
+        let got = udp_exchange(&sock, to, m, TWO_S + Duration::from_secs(1)).await;
         match want {
             Some(want) => assert_eq!(got.as_ref(), Some(want), "UDP, {what}"),
             None => {

@@ -270,7 +270,7 @@ pub async fn run_session(mut s: Session) {
         }
     };
     if let SessionEnd::Closed(close) = end {
-        debug!(s.log, "proxy connection finished"; "reason" => format!("{close:?}"));
+        debug!(s.log, "proxy connection finished"; "reason" => ?close);
     }
     s.report.synthesized = relay.conn.synthesized_count();
     s.report.end = end;

@@ -153,6 +153,23 @@ pub fn battery() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// Send `msg` on `sock` to `to`; the first datagram back within `wait`.
+pub async fn udp_exchange(
+    sock: &tokio::net::UdpSocket,
+    to: std::net::SocketAddr,
+    msg: &[u8],
+    wait: Duration,
+) -> Option<Vec<u8>> {
+    sock.send_to(msg, to).await.ok()?;
+    let mut buf = vec![0u8; 65535];
+    let n = tokio::time::timeout(wait, sock.recv(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
 pub fn put(s: &mut UnixStream, f: Frame<'_>) {
     let mut b = Vec::new();
     f.encode(&mut b);

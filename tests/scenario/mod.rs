@@ -157,6 +157,23 @@ impl Scenario {
             .on_link_bytes(self.now, id, generation, &bytes, &mut self.io);
     }
 
+    /// Backend `id` answers the query `dns_id` of `to` (as [`Scenario::query`]
+    /// asked it) on its link of `generation`.
+    pub fn answer(&mut self, id: u32, generation: u64, to: &str, dns_id: u16) {
+        let dest: SocketAddr = to.parse().expect("address");
+        let mut answer = dns_id.to_be_bytes().to_vec();
+        answer.extend_from_slice(&[0x81, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 0, 0, 1, 0, 1]);
+        self.send(
+            id,
+            generation,
+            Frame::OutboundUdp {
+                addr: dest.ip(),
+                port: dest.port(),
+                payload: &answer,
+            },
+        );
+    }
+
     pub fn query(&mut self, from: &str, id: u16) {
         let src: SocketAddr = from.parse().expect("address");
         let mut m = id.to_be_bytes().to_vec();
