@@ -1,6 +1,7 @@
 //! Cost of the in-flight table per query: one insert and one matching
 //! answer, with a steady number of queries outstanding, as on the hot
-//! path.  Prints the median of several runs in nanoseconds per query.
+//! path, with hedging off and on (which keeps a queue per backend).
+//! Prints the median of several runs in nanoseconds per query.
 //!
 //!     cargo bench --bench inflight
 
@@ -12,11 +13,14 @@ use mname_balancer::core::inflight::{InFlight, Limits, QueryKey};
 const QUERIES: u32 = 1_000_000;
 const RUNS: usize = 7;
 
-fn run(outstanding: u32) -> f64 {
-    let mut table = InFlight::new(Limits {
-        total: 65536,
-        per_backend: 65536,
-    });
+fn run(outstanding: u32, hedging: bool) -> f64 {
+    let mut table = InFlight::new(
+        Limits {
+            total: 65536,
+            per_backend: 65536,
+        },
+        hedging,
+    );
     // A typical query frame: 16-byte header and a 40-byte question.
     let frame = [0u8; 56];
     let now = tokio::time::Instant::now();
@@ -41,11 +45,19 @@ fn run(outstanding: u32) -> f64 {
 }
 
 fn main() {
-    for outstanding in [1, 1_000, 30_000] {
-        let mut ns: Vec<f64> = (0..RUNS).map(|_| run(outstanding)).collect();
+    for (outstanding, hedging) in [1, 1_000, 30_000]
+        .into_iter()
+        .flat_map(|n| [(n, false), (n, true)])
+    {
+        let mut ns: Vec<f64> = (0..RUNS).map(|_| run(outstanding, hedging)).collect();
         ns.sort_by(f64::total_cmp);
+        let hedging = if hedging {
+            "hedging on "
+        } else {
+            "hedging off"
+        };
         println!(
-            "in-flight table: {outstanding:>6} outstanding: median {:.1} ns per query (insert + answer), min {:.1}, max {:.1}",
+            "in-flight table: {outstanding:>6} outstanding, {hedging}: median {:.1} ns per query (insert + answer), min {:.1}, max {:.1}",
             ns[RUNS / 2],
             ns[0],
             ns[RUNS - 1]

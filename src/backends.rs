@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use slab::Slab;
 use tokio::time::Instant;
 
+pub use crate::latency::{LATENCY_BUCKETS, Latency, SmoothedLatency};
 use crate::timeouts::Backoff;
 use mname_balancer_protocol::capability;
 
@@ -106,37 +107,6 @@ impl Need {
     }
 }
 
-/// Number of buckets in [`Latency`].
-pub const LATENCY_BUCKETS: usize = 16;
-
-/// A histogram of durations: a backend's forward latency (query in to
-/// answer out) or heartbeat round trip.  Bucket `i` counts durations
-/// shorter than `2^(i+5)` microseconds (the last bucket takes the rest),
-/// so 32 us .. 1 s are resolved to a factor of two.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Latency {
-    pub count: u64,
-    pub sum_us: u64,
-    pub max_us: u64,
-    pub buckets: [u64; LATENCY_BUCKETS],
-}
-
-impl Latency {
-    pub fn record(&mut self, d: std::time::Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.count += 1;
-        self.sum_us = self.sum_us.saturating_add(us);
-        self.max_us = self.max_us.max(us);
-        let bucket = (64 - (us >> 5).leading_zeros()) as usize;
-        self.buckets[bucket.min(LATENCY_BUCKETS - 1)] += 1;
-    }
-
-    /// The upper bound in microseconds of bucket `i` (`None`: unbounded).
-    pub fn bucket_bound_us(i: usize) -> Option<u64> {
-        (i + 1 < LATENCY_BUCKETS).then(|| 1u64 << (i + 5))
-    }
-}
-
 /// What happened to a backend, counted on the backend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BackendStats {
@@ -162,6 +132,9 @@ pub struct BackendStats {
     pub replayed_away: u64,
     /// Forward latency of its UDP answers.
     pub latency: Latency,
+    /// Its queries hedged to another backend (unanswered after the hedge
+    /// delay).
+    pub hedged: u64,
     /// The round trip of its last heartbeat reply, in microseconds.
     pub last_heartbeat_rtt_us: Option<u64>,
     pub heartbeat_rtt: Latency,
@@ -188,6 +161,9 @@ pub struct Backend {
     /// Since when the backend has left queries unanswered without answering
     /// any; `None` when it owes nothing or has just answered.
     pub unanswered_since: Option<Instant>,
+    /// Its recent forward latency, answers sent and hedged-over answers
+    /// alike: what its hedge delay is made of.
+    pub recent_latency: SmoothedLatency,
     pub stats: BackendStats,
 }
 
@@ -272,6 +248,7 @@ impl Backends {
             remotes: 0,
             generation: 0,
             unanswered_since: None,
+            recent_latency: SmoothedLatency::new(),
             stats: BackendStats::default(),
         });
         self.by_id.insert(id, key);
@@ -337,17 +314,23 @@ impl Backends {
 
     /// [`Backends::select`] among the backends that serve `need`.
     pub fn select_for(&mut self, need: Need) -> Option<BackendId> {
+        let chosen = self.next_serving(need, None)?;
+        self.last_assigned = chosen;
+        Some(chosen)
+    }
+
+    /// The backend [`Backends::select_for`] would choose next, other than
+    /// `other_than`, without choosing it: where a client of `other_than`
+    /// would go if it failed now.
+    pub fn next_serving(&self, need: Need, other_than: Option<BackendId>) -> Option<BackendId> {
         let after = self
             .by_id
             .range(self.last_assigned.saturating_add(1)..)
             .chain(self.by_id.range(..=self.last_assigned));
-        let slab = &self.slab;
-        let chosen = after
-            .map(|(&id, &k)| (id, &slab[k]))
-            .find(|(_, be)| be.serves(need))
-            .map(|(id, _)| id)?;
-        self.last_assigned = chosen;
-        Some(chosen)
+        after
+            .filter(|&(&id, _)| Some(id) != other_than)
+            .find(|&(_, &k)| self.slab[k].serves(need))
+            .map(|(&id, _)| id)
     }
 
     /// A backend for a client that is not tracked (the remote table is
@@ -482,21 +465,6 @@ pub(crate) mod tests {
             Some(5300),
             "IPv4 clients: everyone"
         );
-    }
-
-    #[test]
-    fn latency_buckets_are_powers_of_two() {
-        let mut l = Latency::default();
-        for us in [0, 31, 32, 63, 64, 1000, 5_000_000] {
-            l.record(std::time::Duration::from_micros(us));
-        }
-        assert_eq!(l.count, 7);
-        assert_eq!(l.max_us, 5_000_000);
-        assert_eq!(&l.buckets[..3], &[2, 2, 1], "<32, <64, <128");
-        assert_eq!(l.buckets[5], 1, "1000 us is under 1024");
-        assert_eq!(l.buckets[LATENCY_BUCKETS - 1], 1, "the rest");
-        assert_eq!(Latency::bucket_bound_us(0), Some(32));
-        assert_eq!(Latency::bucket_bound_us(LATENCY_BUCKETS - 1), None);
     }
 
     #[test]

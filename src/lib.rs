@@ -13,14 +13,16 @@
 //!   events with the time they happened, and says what to do through
 //!   [`core::Io`].  Its policy modules: datagrams (forwarding and answers),
 //!   control (backend sessions, heartbeats, faults, replay), tcp
-//!   (admission), timers, [`core::intake`] (is it a query),
+//!   (admission), [`core::hedge`] (hedged queries), timers,
+//!   [`core::intake`] (is it a query),
 //!   [`core::synth`] (the balancer's own answers), [`core::inflight`],
 //!   [`core::counters`], [`core::snapshot`] (stats views).
 //! - The pure tables the core keeps, at the top as in the original:
 //!   [`backends`] (ids, health, round-robin, rebalancing), [`remotes`]
 //!   (client hosts pinned to backends: primary, backup, revert) and
-//!   [`timeouts`] (timer defaults, back-off, the deadline tree); and
-//!   [`acl`] (who may use the balancer at all).
+//!   [`timeouts`] (timer defaults, back-off, the deadline tree);
+//!   [`latency`] (backends' latency: histograms and a smoothed estimate);
+//!   and [`acl`] (who may use the balancer at all).
 //! - [`shell`]: the event loop that does the I/O: binds the listeners,
 //!   reads datagrams in batches ([`shell::udp`], [`shell::mmsg`]), owns the
 //!   backend sockets ([`shell::links`]), relays TCP sessions
@@ -46,6 +48,7 @@ pub mod acl;
 pub mod backends;
 pub mod cli;
 pub mod core;
+pub mod latency;
 pub mod logging;
 pub mod ops;
 pub mod remotes;

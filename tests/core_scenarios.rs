@@ -84,6 +84,8 @@ fn heartbeats_go_out_every_interval_and_a_missed_reply_faults() {
 #[test]
 fn a_backend_owing_answers_is_probed_and_its_queries_replayed_elsewhere() {
     let mut s = Scenario::new(&[
+        "--hedge-after",
+        "0",
         "--unanswered-threshold",
         "500ms",
         "--probe-timeout",

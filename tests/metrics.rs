@@ -309,6 +309,8 @@ async fn counters_match_the_traffic_sent() {
         assert_eq!(get("mname_balancer_udp_timeouts_total", &[]), 0.0);
         assert_eq!(get("mname_balancer_tcp_accepted_total", &[]), 3.0);
         assert_eq!(get("mname_balancer_replayed_total", &[]), 0.0);
+        assert_eq!(get("mname_balancer_hedged_total", &[]), 0.0);
+        assert_eq!(get("mname_balancer_hedge_wins_total", &[]), 0.0);
         assert_eq!(get("mname_balancer_inflight_queries", &[]), 0.0);
         assert_eq!(
             get("mname_balancer_remotes_tracked", &[]),
@@ -324,7 +326,8 @@ async fn counters_match_the_traffic_sent() {
         );
         for (family, n) in [
             ("mname_balancer_udp_dropped_total", 10),
-            ("mname_balancer_answers_dropped_total", 2),
+            ("mname_balancer_answers_dropped_total", 3),
+            ("mname_balancer_hedges_not_sent_total", 2),
             ("mname_balancer_synthesized_answers_total", 6),
             ("mname_balancer_tcp_dropped_total", 4),
         ] {

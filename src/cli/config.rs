@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::acl::Acl;
 use crate::timeouts::Timers;
@@ -55,6 +56,26 @@ pub struct Config {
     /// `--rate-limit-slip`: every this many queries past the rate get a
     /// TC=1 answer instead of nothing (0: never).
     pub rate_limit_slip: u32,
+    /// `--hedge-after`: when a UDP query its backend is slow to answer is
+    /// sent to a second backend.
+    pub hedge_after: HedgeAfter,
+    /// `--hedge-budget`: hedges allowed, in percent of the queries
+    /// forwarded (over the last ten seconds).
+    pub hedge_budget_percent: u32,
+}
+
+/// `--hedge-after`: when a query still unanswered is sent once more, to the
+/// backend its client would fail over to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HedgeAfter {
+    /// Never (`--hedge-after 0`).
+    Off,
+    /// After the same delay for every backend.
+    Fixed(Duration),
+    /// After each backend's own recent latency, within
+    /// [`crate::core::hedge::ADAPTIVE_FLOOR`] and
+    /// [`crate::core::hedge::ADAPTIVE_CEILING`] (the default, `auto`).
+    Adaptive,
 }
 
 /// `--on-timeout`: what a client gets when its query times out.
@@ -116,6 +137,11 @@ pub const DEFAULT_MAX_REMOTES: usize = 1_000_000;
 /// receives at most half the (small) answers.
 pub const DEFAULT_RATE_LIMIT_SLIP: u32 = 2;
 
+/// Hedges are at most a tenth of the queries forwarded: the share gRPC's
+/// and Finagle's retry budgets allow (Finagle's default is 20%), so hedging
+/// during overload adds at most a tenth to the load.
+pub const DEFAULT_HEDGE_BUDGET_PERCENT: u32 = 10;
+
 impl Config {
     /// A configuration with the original's defaults for `socket_dir`.
     pub fn new(socket_dir: PathBuf) -> Self {
@@ -141,6 +167,8 @@ impl Config {
             max_remotes: DEFAULT_MAX_REMOTES,
             max_qps_per_client: 0,
             rate_limit_slip: DEFAULT_RATE_LIMIT_SLIP,
+            hedge_after: HedgeAfter::Adaptive,
+            hedge_budget_percent: DEFAULT_HEDGE_BUDGET_PERCENT,
         }
     }
 }

@@ -191,6 +191,19 @@ pub(super) fn options() -> Options {
         "every K-th query past the rate gets a TC=1 answer (retry over TCP); 0: never (default 2)",
         "K",
     );
+    o.optopt(
+        "",
+        "hedge-after",
+        "send a UDP query still unanswered after this long to a second backend too; \
+         auto: each backend's recent latency, 50ms to 1s (default auto); 0: never",
+        "DURATION",
+    );
+    o.optopt(
+        "",
+        "hedge-budget",
+        "hedges at most this percent of the queries forwarded (over 10s, plus 10/s) (default 10)",
+        "PERCENT",
+    );
     o.optmulti(
         "",
         "allow",

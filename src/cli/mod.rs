@@ -23,7 +23,7 @@ use crate::acl::{AclAction, parse_network};
 pub use config::{
     Config, DEFAULT_BACKEND_QUEUE_BYTES, DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_PER_BACKEND,
     DEFAULT_MAX_REMOTES, DEFAULT_MAX_TCP_SESSIONS, DEFAULT_STATS_MODE, DEFAULT_SYNTH_RATE,
-    DEFAULT_UDP_RECV_BUFFER, NoBackend, OnTimeout,
+    DEFAULT_UDP_RECV_BUFFER, HedgeAfter, NoBackend, OnTimeout,
 };
 pub use error::CliError;
 pub use flags::usage;
@@ -91,6 +91,33 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
             "drop" => NoBackend::Drop,
             _ => return Err(CliError::BadNoBackend(v)),
         };
+    }
+    if let Some(v) = m.opt_str("hedge-after") {
+        c.hedge_after = match v.trim() {
+            "auto" => HedgeAfter::Adaptive,
+            _ => match parse_duration(&v) {
+                Some(d) if d.is_zero() => HedgeAfter::Off,
+                Some(d) => HedgeAfter::Fixed(d),
+                None => {
+                    return Err(CliError::BadDuration {
+                        flag: "hedge-after",
+                        value: v.clone(),
+                    });
+                }
+            },
+        };
+    }
+    if let Some(v) = m.opt_str("hedge-budget") {
+        c.hedge_budget_percent = v
+            .trim()
+            .trim_end_matches('%')
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n <= 100)
+            .ok_or_else(|| CliError::BadCount {
+                flag: "hedge-budget",
+                value: v.clone(),
+            })?;
     }
     for (flag, list) in [("allow", &mut c.acl.allow), ("deny", &mut c.acl.deny)] {
         for v in m.opt_strs(flag) {

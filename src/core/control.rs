@@ -291,6 +291,10 @@ impl Core {
     fn replay_inflight(&mut self, from: BackendId, now: Instant, io: &mut impl Io) {
         let mut replayed = 0u64;
         for key in self.inflight.keys_for(from) {
+            // A hedged query is with another backend too: that one answers.
+            if self.inflight.forget_hedge_backend(&key, from) {
+                continue;
+            }
             if self.inflight.get(&key).is_none_or(|e| e.replayed) {
                 continue;
             }

@@ -110,6 +110,17 @@ declare_counters! {
     unsolicited_answers => "mname_balancer_answers_dropped" reason "unsolicited";
     /// Queries sent once more after their backend failed.
     replayed => "mname_balancer_replayed";
+    /// Queries sent once more, to a second backend, because the first had
+    /// not answered within its hedge delay (`--hedge-after`).
+    hedged => "mname_balancer_hedged";
+    /// Hedged queries the second backend answered first.
+    hedge_wins => "mname_balancer_hedge_wins";
+    /// Hedges not sent: the budget (`--hedge-budget`) was spent.
+    hedge_budget_exhausted => "mname_balancer_hedges_not_sent" reason "budget";
+    /// Hedges not sent: no other backend was up, or none had room.
+    hedge_no_target => "mname_balancer_hedges_not_sent" reason "no_target";
+    /// The slower answer to a hedged query (not sent: the client has one).
+    hedge_losers => "mname_balancer_answers_dropped" reason "hedge_loser";
     /// Queries from new clients served without a remote: the table was at
     /// `--max-remotes`.
     untracked_queries => "mname_balancer_untracked_queries";
@@ -209,6 +220,7 @@ impl slog::KV for crate::backends::BackendStats {
             ("faults", self.faults),
             ("passive_faults", self.passive_faults),
             ("replayed_away", self.replayed_away),
+            ("hedged", self.hedged),
             ("latency_count", l.count),
             ("latency_avg_us", l.sum_us.checked_div(l.count).unwrap_or(0)),
             ("latency_max_us", l.max_us),

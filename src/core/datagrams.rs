@@ -25,7 +25,7 @@ use slog::{debug, warn};
 use tokio::time::Instant;
 
 use super::assign::{Assigned, assign_client};
-use super::inflight::{self, QueryKey, Unmatched};
+use super::inflight::{self, HedgeOutcome, QueryKey, Unmatched};
 use super::intake::{self, Refusal};
 use super::{Core, Io, REPEAT_LOG_INTERVAL, synth};
 use crate::acl::AclAction;
@@ -142,7 +142,7 @@ impl Core {
                 return;
             }
         };
-        let second = now.saturating_duration_since(self.started).as_secs() as u32;
+        let second = self.second(now);
         let Assigned { remote, backend } = assign_client!(self, ip, now);
         if remote.is_none() {
             self.counters.untracked_queries += 1;
@@ -259,6 +259,7 @@ impl Core {
             be.stats.udp += 1;
             be.unanswered_since.get_or_insert(now);
             self.counters.udp_forwarded += 1;
+            self.hedging.budget.on_forwarded(second);
             return;
         }
         // The backend is not keeping up: drop rather than queue.
@@ -284,7 +285,7 @@ impl Core {
         if self.cfg.acl.action == AclAction::Drop {
             return;
         }
-        let second = now.saturating_duration_since(self.started).as_secs() as u32;
+        let second = self.second(now);
         if intake::check(dgram.payload()).is_ok()
             && self
                 .stateless_answers
@@ -306,7 +307,7 @@ impl Core {
         build: fn(&[u8]) -> Option<Vec<u8>>,
         io: &mut impl Io,
     ) -> bool {
-        let second = now.saturating_duration_since(self.started).as_secs() as u32;
+        let second = self.second(now);
         self.stateless_answers
             .allow(dgram.ip(), second, self.cfg.synth_rate)
             && build(dgram.payload())
@@ -341,6 +342,18 @@ impl Core {
         };
         let answered = match matched {
             Ok(a) => a,
+            Err(Unmatched::HedgeLoser { sent_at }) => {
+                // The client has the other backend's answer.  This one
+                // still says the backend is alive, and how slow it is.
+                self.counters.hedge_losers += 1;
+                let owed = self.inflight.count_for(id) > 0;
+                if let Some(be) = self.backends.get_mut(id) {
+                    be.recent_latency
+                        .record(now.saturating_duration_since(sent_at));
+                    be.unanswered_since = owed.then_some(now);
+                }
+                return;
+            }
             Err(Unmatched::Late) => {
                 self.counters.late_answers += 1;
                 // On the main logger: no child logger is built per late
@@ -359,12 +372,15 @@ impl Core {
                 return;
             }
         };
+        if answered.hedge == HedgeOutcome::HedgeWon {
+            self.counters.hedge_wins += 1;
+        }
         let owed = self.inflight.count_for(id) > 0;
         if let Some(be) = self.backends.get_mut(id) {
+            let latency = now.saturating_duration_since(answered.sent_at);
             be.stats.udp_replies += 1;
-            be.stats
-                .latency
-                .record(now.saturating_duration_since(answered.sent_at));
+            be.stats.latency.record(latency);
+            be.recent_latency.record(latency);
             be.unanswered_since = owed.then_some(now);
         }
         io.queue_answer(answered.reply_path, dest, payload);

@@ -36,6 +36,7 @@ mod assign;
 mod control;
 pub mod counters;
 mod datagrams;
+pub mod hedge;
 pub mod inflight;
 pub mod intake;
 mod ratelimit;
@@ -181,15 +182,23 @@ pub struct Core {
     client_hasher: RandomState,
     /// The most remotes tracked since memory was last given back.
     remotes_peak: usize,
+    /// `--hedge-after` and the hedge budget.
+    hedging: hedge::Hedging,
+    /// Scratch for the queries due for a hedge (kept to reuse its memory).
+    hedges_due: Vec<inflight::QueryKey>,
 }
 
 impl Core {
     /// A core for `config`, starting at `now`.  Call [`Core::start`] next.
     pub fn new(config: Config, log: Logger, now: Instant) -> Core {
-        let inflight = inflight::InFlight::new(inflight::Limits {
-            total: config.max_inflight,
-            per_backend: config.max_inflight_per_backend,
-        });
+        let hedging = hedge::Hedging::new(config.hedge_after, config.hedge_budget_percent);
+        let inflight = inflight::InFlight::new(
+            inflight::Limits {
+                total: config.max_inflight,
+                per_backend: config.max_inflight_per_backend,
+            },
+            hedging.is_on(),
+        );
         Core {
             cfg: config,
             log,
@@ -209,7 +218,15 @@ impl Core {
             untracked_queries: AddressBudgets::default(),
             client_hasher: RandomState::default(),
             remotes_peak: 0,
+            hedging,
+            hedges_due: Vec::new(),
         }
+    }
+
+    /// Whole seconds since the core started: the clock of the per-second
+    /// budgets.
+    fn second(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.started).as_secs() as u32
     }
 
     /// Scan the socket directory and arm the periodic timers.

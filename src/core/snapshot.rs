@@ -104,6 +104,11 @@ pub struct BackendView {
     pub faults: u64,
     pub passive_faults: u64,
     pub replayed_away: u64,
+    /// Its queries hedged to another backend (unanswered after its hedge
+    /// delay).
+    pub hedged: u64,
+    /// Its hedge delay now, in microseconds (`null`: hedging is off).
+    pub hedge_delay_us: Option<u64>,
     /// The round trip of the last heartbeat answered, in microseconds.
     pub last_heartbeat_rtt_us: Option<u64>,
     pub heartbeat_rtt: HistogramView,
@@ -112,7 +117,7 @@ pub struct BackendView {
 }
 
 impl BackendView {
-    pub fn of(be: &Backend, inflight: usize) -> Self {
+    pub fn of(be: &Backend, inflight: usize, hedge_delay: Option<std::time::Duration>) -> Self {
         let s = &be.stats;
         BackendView {
             id: be.id,
@@ -132,6 +137,8 @@ impl BackendView {
             faults: s.faults,
             passive_faults: s.passive_faults,
             replayed_away: s.replayed_away,
+            hedged: s.hedged,
+            hedge_delay_us: hedge_delay.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             last_heartbeat_rtt_us: s.last_heartbeat_rtt_us,
             heartbeat_rtt: HistogramView::from(&s.heartbeat_rtt),
             forward_latency: HistogramView::from(&s.latency),
@@ -211,7 +218,13 @@ impl Core {
             backends: self
                 .backends
                 .iter()
-                .map(|be| BackendView::of(be, self.inflight.count_for(be.id) as usize))
+                .map(|be| {
+                    BackendView::of(
+                        be,
+                        self.inflight.count_for(be.id) as usize,
+                        self.hedging.is_on().then(|| self.hedge_delay(be.id)),
+                    )
+                })
                 .collect(),
         }
     }

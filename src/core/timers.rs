@@ -8,8 +8,8 @@
 //! - the periodic directory scan, rebalancing and remote expiry;
 //! - reconnects on the back-off schedule, the hello deadline and the
 //!   heartbeat send and reply deadlines of each backend;
-//! - query deadlines (SERVFAIL or silence by `--on-timeout`) and the
-//!   passive health check, which probes a backend that owes answers and
+//! - query deadlines (SERVFAIL or silence by `--on-timeout`), hedges
+//!   ([`super::hedge`]) and the passive health check, which probes a backend that owes answers and
 //!   gives none;
 //! - the end of the shutdown grace period, and the accept back-off.
 
@@ -32,6 +32,8 @@ pub(super) enum TimerKey {
     AcceptResume,
     /// The earliest deadline in the in-flight table.
     QueryDeadline,
+    /// The first query due for a hedge (`--hedge-after`).
+    Hedge,
     /// Look for backends that leave queries unanswered.
     PassiveCheck,
     /// The end of the shutdown grace period.
@@ -79,6 +81,7 @@ impl Core {
                 }
                 TimerKey::AcceptResume => self.accepting = true,
                 TimerKey::QueryDeadline => self.expire_queries(now, io),
+                TimerKey::Hedge => self.send_due_hedges(now, io),
                 TimerKey::PassiveCheck => self.passive_check(now, io),
                 TimerKey::Reconnect(id) => self.connect(id, now, io),
                 TimerKey::Hello(id) => {
@@ -156,6 +159,7 @@ impl Core {
                     now + self.cfg.timers.unanswered_threshold / 2,
                 );
             }
+            self.arm_hedge_timer();
         }
     }
 

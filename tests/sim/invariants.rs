@@ -45,6 +45,10 @@ impl World {
             ("late_answers", c.late_answers),
             ("unsolicited_answers", c.unsolicited_answers),
             ("replayed", c.replayed),
+            ("hedged", c.hedged),
+            ("hedge_wins", c.hedge_wins),
+            ("hedge_losers", c.hedge_losers),
+            ("hedge_budget_exhausted", c.hedge_budget_exhausted),
             ("tcp_dropped_no_backend", c.tcp_dropped_no_backend),
             ("tcp_dropped_session_limit", c.tcp_dropped_session_limit),
             ("tcp_dropped_per_client", c.tcp_dropped_per_client),
@@ -100,8 +104,24 @@ impl World {
             ));
         }
 
+        // Every hedge is counted on the backend it left; at most one
+        // answer wins or loses per hedge.
+        let hedged_away: u64 = self.core.backends().iter().map(|b| b.stats.hedged).sum();
+        if c.hedged != hedged_away {
+            v.push(format!(
+                "hedged {} != sum of backends' hedged {hedged_away}",
+                c.hedged
+            ));
+        }
+        if c.hedge_wins > c.hedged || c.hedge_losers > c.hedged {
+            v.push(format!(
+                "more hedge wins ({}) or losers ({}) than hedges ({})",
+                c.hedge_wins, c.hedge_losers, c.hedged
+            ));
+        }
+
         // A query reaches backends at most twice per time it was asked:
-        // once, and once more if its backend failed.
+        // once, and once more if its backend failed or was slow (a hedge).
         for key in std::mem::take(&mut self.forwarded_now) {
             if !self.cfg.acl.permits(key.0.ip()) {
                 v.push(format!("refused client {} reached a backend", key.0));

@@ -161,6 +161,10 @@ fn config(rng: &mut Rng) -> Config {
     // Half the seeds run with a remote table smaller than the clients.
     let max_remotes = *rng.pick(&["30", "1000000"]);
     let max_qps = *rng.pick(&["0", "4"]);
+    // Hedging off, adaptive (the default) or after a fixed delay shorter
+    // than the sim backends' slowest answers; a budget that binds or not.
+    let hedge_after = *rng.pick(&["0", "auto", "20ms"]);
+    let hedge_budget = *rng.pick(&["10", "1", "100"]);
     let args: Vec<String> = [
         "-s",
         "/sim",
@@ -210,6 +214,10 @@ fn config(rng: &mut Rng) -> Config {
         "2s",
         "--synth-rate",
         "5",
+        "--hedge-after",
+        hedge_after,
+        "--hedge-budget",
+        hedge_budget,
         "--no-backend",
         no_backend,
         "--on-timeout",

@@ -169,6 +169,8 @@ const BACKEND_FIELDS: &[&str] = &[
     "faults",
     "passive_faults",
     "replayed_away",
+    "hedged",
+    "hedge_delay_us",
     "last_heartbeat_rtt_us",
     "heartbeat_rtt",
     "forward_latency",

@@ -180,6 +180,9 @@ fn encode_summary(s: &Summary, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
         Counter(c.no_backend_rate_limited),
     )?;
     one(enc, &REPLAYED, Counter(c.replayed))?;
+    one(enc, &HEDGED, Counter(c.hedged))?;
+    one(enc, &HEDGE_WINS, Counter(c.hedge_wins))?;
+    labelled(enc, &HEDGES_NOT_SENT, reasons(&HEDGES_NOT_SENT))?;
     one(enc, &TCP_ACCEPTED, Counter(c.tcp_accepted))?;
     labelled(enc, &TCP_DROPPED, reasons(&TCP_DROPPED))?;
     labelled(enc, &TCP_CLOSED, reasons(&TCP_CLOSED))?;
@@ -249,6 +252,10 @@ fn encode_summary(s: &Summary, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
     })?;
     per_backend(enc, &BACKEND_REPLAYED_AWAY, &backends, |b| {
         Some(Counter(b.replayed_away))
+    })?;
+    per_backend(enc, &BACKEND_HEDGED, &backends, |b| Some(Counter(b.hedged)))?;
+    per_backend(enc, &BACKEND_HEDGE_DELAY, &backends, |b| {
+        b.hedge_delay_us.map(|us| GaugeF(seconds(us)))
     })?;
     per_backend(enc, &BACKEND_LAST_HEARTBEAT_RTT, &backends, |b| {
         b.last_heartbeat_rtt_us.map(|us| GaugeF(seconds(us)))

@@ -105,6 +105,12 @@ metrics! {
         "No-backend answers withheld by --synth-rate.";
     REPLAYED: COUNTER "mname_balancer_replayed" None, []
         "Queries sent once more, to another backend, after theirs failed.";
+    HEDGED: COUNTER "mname_balancer_hedged" None, []
+        "Queries sent once more, to a second backend, because the first had not answered within its hedge delay.";
+    HEDGE_WINS: COUNTER "mname_balancer_hedge_wins" None, []
+        "Hedged queries the second backend answered first.";
+    HEDGES_NOT_SENT: COUNTER "mname_balancer_hedges_not_sent" None, ["reason"]
+        "Hedges due but not sent, by reason (budget: --hedge-budget spent; no_target: no other backend up or with room).";
     TCP_ACCEPTED: COUNTER "mname_balancer_tcp_accepted" None, []
         "Client TCP connections accepted.";
     TCP_DROPPED: COUNTER "mname_balancer_tcp_dropped" None, ["reason"]
@@ -137,6 +143,10 @@ metrics! {
         "Faults found by the passive check (queries owed, none answered).";
     BACKEND_REPLAYED_AWAY: COUNTER "mname_balancer_backend_replayed_away" None, ["backend"]
         "Queries in flight to the backend replayed elsewhere when it failed.";
+    BACKEND_HEDGED: COUNTER "mname_balancer_backend_hedged" None, ["backend"]
+        "The backend's queries hedged to another backend (unanswered after its hedge delay).";
+    BACKEND_HEDGE_DELAY: GAUGE "mname_balancer_backend_hedge_delay" Some(Unit::Seconds), ["backend"]
+        "How long a query to the backend may go unanswered before it is hedged (absent when hedging is off).";
     BACKEND_LAST_HEARTBEAT_RTT: GAUGE "mname_balancer_backend_last_heartbeat_rtt" Some(Unit::Seconds), ["backend"]
         "Round trip of the backend's last heartbeat answered (absent until one is).";
     BACKEND_HEARTBEAT_RTT: HISTOGRAM "mname_balancer_backend_heartbeat_rtt" Some(Unit::Seconds), ["backend"]
