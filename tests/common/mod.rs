@@ -243,6 +243,25 @@ impl Balancer {
         SocketAddr::new(ip, self.port)
     }
 
+    /// Ask for the counters (SIGUSR1) until `pred` holds for the latest
+    /// `counters` record, or the deadline passes (then panic with `what`).
+    pub async fn counters_until(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            self.proc.signal(libc::SIGUSR1);
+            if let Some(last) = self.proc.find(|r| r["msg"] == "counters").pop()
+                && pred(&last)
+            {
+                return last;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{what}: not within {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Wait until `n` backends have completed their hello, counting
     /// "backend socket established" records.
     pub fn wait_established(&self, n: usize) {

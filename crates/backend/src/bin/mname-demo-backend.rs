@@ -6,7 +6,8 @@
 //! `mname-demo-backend -s SOCKET -n NAME [-z ZONE]`
 //!
 //! For fault tests it can also misbehave on purpose: `--delay MS` holds
-//! every UDP answer back, `--no-answer` answers no UDP query at all (it
+//! every UDP answer back (with `--delay-name NAME`, only the answers to
+//! queries for NAME: one slow query among fast ones), `--no-answer` answers no UDP query at all (it
 //! still answers heartbeats, like a backend whose query handling is wedged),
 //! `--log-queries` prints a JSON line per UDP query received, and
 //! `--cost-us N` spends N microseconds of CPU on each query (a slower
@@ -50,6 +51,12 @@ fn getopts_options() -> getopts::Options {
         "test: hold each UDP answer back this many ms",
         "MS",
     );
+    o.optopt(
+        "",
+        "delay-name",
+        "test: apply --delay only to UDP queries for this name",
+        "NAME",
+    );
     o.optflag("", "no-answer", "test: answer no UDP query");
     o.optopt(
         "",
@@ -62,9 +69,11 @@ fn getopts_options() -> getopts::Options {
 }
 
 /// Deliberate misbehaviour, for fault tests.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Misbehaviour {
     delay: Option<std::time::Duration>,
+    /// Delay only the queries for this name (lower case, no final dot).
+    delay_name: Option<String>,
     cost: Option<std::time::Duration>,
     no_answer: bool,
     log_queries: bool,
@@ -125,6 +134,9 @@ fn main() -> ExitCode {
     };
     let misbehave = Misbehaviour {
         delay,
+        delay_name: m
+            .opt_str("delay-name")
+            .map(|n| n.trim_end_matches('.').to_ascii_lowercase()),
         cost,
         no_answer: m.opt_present("no-answer"),
         log_queries: m.opt_present("log-queries"),
@@ -217,7 +229,13 @@ fn main() -> ExitCode {
                         let Some(a) = zone.answer(&q.message, q.client, Transport::Udp) else {
                             continue;
                         };
-                        match misbehave.delay {
+                        let delay = misbehave.delay.filter(|_| {
+                            misbehave
+                                .delay_name
+                                .as_deref()
+                                .is_none_or(|name| asks_for(&q.message, name))
+                        });
+                        match delay {
                             None => {
                                 let _ = q.reply(&a).await;
                             }
@@ -305,4 +323,12 @@ async fn terminate() {
         }
         Err(_) => std::future::pending().await,
     }
+}
+
+/// Whether `query` asks about `name` (lower case, no final dot).
+fn asks_for(query: &[u8], name: &str) -> bool {
+    hickory_proto::op::Message::from_vec(query)
+        .ok()
+        .and_then(|m| m.queries.first().map(|q| q.name().to_ascii()))
+        .is_some_and(|n| n.trim_end_matches('.').eq_ignore_ascii_case(name))
 }
