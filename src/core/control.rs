@@ -289,6 +289,7 @@ impl Core {
     /// remote's new backend.  Queries already replayed once, or with no
     /// backend to go to, stay in the table and meet their deadline.
     fn replay_inflight(&mut self, from: BackendId, now: Instant, io: &mut impl Io) {
+        self.inflight.forget_losers(from);
         let mut replayed = 0u64;
         for key in self.inflight.keys_for(from) {
             // A hedged query is with another backend too: that one answers.

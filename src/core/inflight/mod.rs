@@ -155,12 +155,14 @@ struct PerBackend {
     hedge_queue: VecDeque<(Instant, usize, u64)>,
 }
 
-/// A hedged query settled by one backend: the other's answer is expected.
+/// Hedged queries of one key settled by one backend: the other's answers
+/// are expected (more than one when the client used the key again).
 #[derive(Debug, Clone, Copy)]
 struct Settled {
     loser: BackendId,
     sent_at: Instant,
     serial: u64,
+    pending: u32,
 }
 
 /// The table.
@@ -297,7 +299,24 @@ impl InFlight {
     }
 
     /// Match an answer from `backend` to its query, removing it.
+    ///
+    /// The answer a hedge's loser still owes for a key comes before any
+    /// answer of the same backend to a newer query with that key (a client
+    /// that had its answer early uses its id again): backends answer a
+    /// key's queries in order, so it is taken for the loser's, and the
+    /// newer query keeps waiting for its own.
     pub fn answer(&mut self, key: QueryKey, backend: BackendId) -> Result<Answered, Unmatched> {
+        if !self.settled.is_empty()
+            && let Some(s) = self.settled.get_mut(&key)
+            && s.loser == backend
+        {
+            let sent_at = s.sent_at;
+            s.pending -= 1;
+            if s.pending == 0 {
+                self.settled.remove(&key);
+            }
+            return Err(Unmatched::HedgeLoser { sent_at });
+        }
         match self.index.get(&key) {
             Some(&slot)
                 if self.slots[slot].backend == backend
@@ -323,16 +342,15 @@ impl InFlight {
                 self.recycle(e);
                 Ok(answered)
             }
-            _ => match self.settled.get(&key) {
-                Some(s) if s.loser == backend => {
-                    let sent_at = s.sent_at;
-                    self.settled.remove(&key);
-                    Err(Unmatched::HedgeLoser { sent_at })
-                }
-                _ if self.expired_keys.contains(&key) => Err(Unmatched::Late),
-                _ => Err(Unmatched::Unsolicited),
-            },
+            _ if self.expired_keys.contains(&key) => Err(Unmatched::Late),
+            _ => Err(Unmatched::Unsolicited),
         }
+    }
+
+    /// Backend `gone` failed: the answers it owed as a hedge's loser will
+    /// never come (its link is closed), and must not be waited for.
+    pub fn forget_losers(&mut self, gone: BackendId) {
+        self.settled.retain(|_, s| s.loser != gone);
     }
 
     fn remember_settled(&mut self, key: QueryKey, loser: BackendId, sent_at: Instant) {
@@ -344,12 +362,17 @@ impl InFlight {
         }
         self.serial += 1;
         let serial = self.serial;
+        let pending = match self.settled.get(&key) {
+            Some(s) if s.loser == loser => s.pending + 1,
+            _ => 1,
+        };
         self.settled.insert(
             key,
             Settled {
                 loser,
                 sent_at,
                 serial,
+                pending,
             },
         );
         self.settled_order.push_back((key, serial));

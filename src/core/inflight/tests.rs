@@ -217,3 +217,45 @@ async fn a_hedge_is_bounded_undone_and_survives_either_backend_failing() {
     let a = t.answer(key(1, 1), 5303).unwrap();
     assert_eq!(a.hedge, HedgeOutcome::NotHedged);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_losers_late_answer_is_not_taken_for_a_newer_query_with_its_key() {
+    // The client had its answer from the hedge and used its id again; the
+    // slow backend answers the old query first, then the new one.
+    let mut t = InFlight::new(LIMITS, true);
+    let t0 = Instant::now();
+    t.insert(key(1, 1), 5300, 0, t0, T, b"old", 0).unwrap();
+    t.hedge(&key(1, 1), 5301, t0).unwrap();
+    t.answer(key(1, 1), 5301).unwrap();
+    t.insert(key(1, 1), 5300, 0, t0, T, b"new", 0).unwrap();
+    assert_eq!(
+        t.answer(key(1, 1), 5300),
+        Err(Unmatched::HedgeLoser { sent_at: t0 }),
+        "the old query's answer"
+    );
+    assert_eq!(
+        t.answer(key(1, 1), 5300).map(|a| a.hedge),
+        Ok(HedgeOutcome::NotHedged),
+        "the new query's answer"
+    );
+    // Twice over: two answers owed by the same loser.
+    for _ in 0..2 {
+        t.insert(key(2, 1), 5300, 0, t0, T, b"q", 0).unwrap();
+        t.hedge(&key(2, 1), 5301, t0).unwrap();
+        t.answer(key(2, 1), 5301).unwrap();
+    }
+    for _ in 0..2 {
+        assert!(matches!(
+            t.answer(key(2, 1), 5300),
+            Err(Unmatched::HedgeLoser { .. })
+        ));
+    }
+    assert_eq!(t.answer(key(2, 1), 5300), Err(Unmatched::Unsolicited));
+    // A loser that fails owes nothing any more.
+    t.insert(key(3, 1), 5300, 0, t0, T, b"q", 0).unwrap();
+    t.hedge(&key(3, 1), 5301, t0).unwrap();
+    t.answer(key(3, 1), 5301).unwrap();
+    t.forget_losers(5300);
+    t.insert(key(3, 1), 5300, 0, t0, T, b"q", 0).unwrap();
+    assert!(t.answer(key(3, 1), 5300).is_ok());
+}
