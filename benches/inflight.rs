@@ -37,7 +37,7 @@ fn run(outstanding: u32, hedging: bool) -> f64 {
     let start = Instant::now();
     for i in outstanding..QUERIES + outstanding {
         let _ = table.insert(key(i), 1, 0, now, Duration::from_secs(2), &frame, 16);
-        let _ = table.answer(key(i - outstanding), 1);
+        let _ = table.answer(key(i - outstanding), 1, &[]);
     }
     let elapsed = start.elapsed();
     std::hint::black_box(&table);

@@ -337,6 +337,7 @@ impl Core {
                     id: dns_id,
                 },
                 id,
+                payload,
             ),
             None => Err(Unmatched::Unsolicited),
         };

@@ -149,6 +149,20 @@ fn skip_name(msg: &[u8], start: usize) -> Option<usize> {
     }
 }
 
+/// A fingerprint of a message's first question (name, case folded; type;
+/// class), 0 if it has none: enough to tell two queries that share a key
+/// apart, or an answer from the query it answers.  FNV-1a: not a table
+/// key, so nothing gains by aiming collisions at it.
+pub fn question_fingerprint(msg: &[u8]) -> u64 {
+    let has_question = msg.get(4..6).is_some_and(|c| c != [0, 0]);
+    let Some(end) = has_question.then(|| skip_question(msg, 12)).flatten() else {
+        return 0;
+    };
+    msg[12..end].iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// The DNS id of a message (its first two bytes), if it has one.
 pub fn dns_id(message: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*message.first()?, *message.get(1)?]))

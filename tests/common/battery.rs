@@ -167,7 +167,59 @@ pub async fn udp_exchange(
         .ok()?
         .ok()?;
     buf.truncate(n);
-    Some(buf)
+    Some(without_server_cookie(buf))
+}
+
+/// `answer` with the Server Cookie of any COOKIE option zeroed: it is made
+/// from the client's address and the time (RFC 9018), which differ between
+/// asking a backend directly and through the balancer; the Client Cookie
+/// and the option's length are kept, and compared.
+pub fn without_server_cookie(mut answer: Vec<u8>) -> Vec<u8> {
+    fn skip_name(m: &[u8], mut at: usize) -> Option<usize> {
+        loop {
+            let len = *m.get(at)?;
+            if len == 0 {
+                return Some(at + 1);
+            }
+            if len & 0xc0 == 0xc0 {
+                return Some(at + 2);
+            }
+            at += 1 + usize::from(len);
+        }
+    }
+    let count = |m: &[u8], i: usize| usize::from(u16::from_be_bytes([m[i], m[i + 1]]));
+    let Some(cookie) = (|| {
+        let m = &answer;
+        let mut at = 12;
+        for _ in 0..count(m, 4) {
+            at = skip_name(m, at)? + 4;
+        }
+        for _ in 0..count(m, 6) + count(m, 8) + count(m, 10) {
+            let fixed = skip_name(m, at)?;
+            let rtype = u16::from_be_bytes([*m.get(fixed)?, *m.get(fixed + 1)?]);
+            let rdlen = usize::from(u16::from_be_bytes([*m.get(fixed + 8)?, *m.get(fixed + 9)?]));
+            let rdata = fixed + 10;
+            if rtype == 41 {
+                let mut o = rdata;
+                while o + 4 <= rdata + rdlen {
+                    let code = u16::from_be_bytes([m[o], m[o + 1]]);
+                    let len = usize::from(u16::from_be_bytes([m[o + 2], m[o + 3]]));
+                    if code == 10 && len > 8 {
+                        return Some((o + 4 + 8, o + 4 + len));
+                    }
+                    o += 4 + len;
+                }
+            }
+            at = rdata + rdlen;
+        }
+        None
+    })() else {
+        return answer;
+    };
+    if let Some(server) = answer.get_mut(cookie.0..cookie.1) {
+        server.fill(0);
+    }
+    answer
 }
 
 pub fn put(s: &mut UnixStream, f: Frame<'_>) {
@@ -210,7 +262,7 @@ pub fn direct_udp(path: &Path, messages: &[(&str, Vec<u8>)]) -> Vec<Option<Vec<u
                     payload: m,
                 },
             );
-            next(&mut s, &mut buf).map(|(_, p)| p)
+            next(&mut s, &mut buf).map(|(_, p)| without_server_cookie(p))
         })
         .collect()
 }
@@ -222,7 +274,10 @@ pub fn answers_by_id(stream: &[u8]) -> std::collections::BTreeMap<u16, Vec<u8>> 
     while let [a, b, tail @ ..] = rest {
         let len = usize::from(u16::from_be_bytes([*a, *b]));
         let Some(m) = tail.get(..len) else { break };
-        out.insert(u16::from_be_bytes([m[0], m[1]]), m.to_vec());
+        out.insert(
+            u16::from_be_bytes([m[0], m[1]]),
+            without_server_cookie(m.to_vec()),
+        );
         rest = &tail[len..];
     }
     out

@@ -18,12 +18,20 @@
 //! And it answers as the RFCs ask, since it is the reference for anyone
 //! writing a backend with this library: CD is copied into every answer
 //! (RFC 4035 3.1.6), a query with EDNS version above 0 gets BADVERS with an
-//! OPT of version 0 (RFC 6891 6.1.3), and a query that does not parse gets
-//! FORMERR (RFC 1035 4.1.1) with its id, rather than silence.
+//! OPT of version 0 (RFC 6891 6.1.3), a query that does not parse gets
+//! FORMERR (RFC 1035 4.1.1) with its id, rather than silence, and so does a
+//! QUERY with more than one question, or none (RFC 9619), except the one
+//! that asks for a Server Cookie: no question and a COOKIE option, answered
+//! NOERROR with a Server Cookie (RFC 7873 5.4; [`crate::cookies`]).  Every
+//! answer to a query with a Client Cookie carries a Server Cookie, and a
+//! COOKIE option of a length RFC 7873 does not allow gets FORMERR.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use crate::cookies::{COOKIE_OPTION, CookieSecret, RequestCookie, now_secs};
+
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
@@ -40,6 +48,8 @@ pub struct DemoZone {
     pub origin: Name,
     /// What `TXT whoami.ZONE` answers.
     pub backend_name: String,
+    /// Makes and checks Server Cookies.
+    cookies: CookieSecret,
 }
 
 /// Which transport a query came over: UDP answers are truncated to fit.
@@ -60,6 +70,7 @@ impl DemoZone {
         Ok(DemoZone {
             origin: origin.to_lowercase(),
             backend_name: backend_name.to_string(),
+            cookies: CookieSecret::random(),
         })
     }
 
@@ -89,18 +100,55 @@ impl DemoZone {
         resp.metadata.checking_disabled = req.metadata.checking_disabled;
         resp.metadata.authoritative = true;
         resp.queries = req.queries.clone();
+        let mut cookie = None;
         if let Some(edns) = &req.edns {
             let mut e = hickory_proto::op::Edns::new();
             e.set_max_payload(edns.max_payload().max(512));
-            resp.set_edns(e);
             if edns.version() > 0 {
+                resp.set_edns(e);
                 resp.metadata.response_code = ResponseCode::BADVERS;
                 resp.metadata.authoritative = false;
                 return resp.to_vec().ok();
             }
+            let now = now_secs();
+            if let Some(EdnsOption::Unknown(COOKIE_OPTION, data)) =
+                edns.options().get(EdnsCode::Cookie)
+            {
+                let read = self.cookies.read(data, client.ip(), now);
+                let client_cookie = match &read {
+                    RequestCookie::ClientOnly(c)
+                    | RequestCookie::Valid(c)
+                    | RequestCookie::Invalid(c) => Some(*c),
+                    RequestCookie::Malformed => None,
+                };
+                if let Some(c) = client_cookie {
+                    let server = self.cookies.answer_option(&c, client.ip(), now);
+                    e.options_mut()
+                        .insert(EdnsOption::Unknown(COOKIE_OPTION, server));
+                }
+                cookie = Some(read);
+            }
+            resp.set_edns(e);
         }
-        match (req.metadata.op_code, req.queries.first()) {
-            (OpCode::Query, Some(q)) if req.queries.len() == 1 => {
+        match (req.metadata.op_code, req.queries.first(), &cookie) {
+            // RFC 7873 5.2.2: a COOKIE option of a length not allowed.
+            (_, _, Some(RequestCookie::Malformed)) => {
+                resp.metadata.response_code = ResponseCode::FormErr;
+                resp.metadata.authoritative = false;
+            }
+            // RFC 7873 5.4: a request for a Server Cookie.
+            (OpCode::Query, None, Some(c)) => {
+                resp.metadata.authoritative = false;
+                if matches!(c, RequestCookie::Invalid(_)) {
+                    resp.metadata.response_code = ResponseCode::BADCOOKIE;
+                }
+            }
+            // RFC 9619: a QUERY has one question.
+            (OpCode::Query, _, _) if req.queries.len() != 1 => {
+                resp.metadata.response_code = ResponseCode::FormErr;
+                resp.metadata.authoritative = false;
+            }
+            (OpCode::Query, Some(q), _) => {
                 let name = q.name().to_lowercase();
                 if !self.origin.zone_of(&name) {
                     resp.metadata.response_code = ResponseCode::Refused;
@@ -112,7 +160,10 @@ impl DemoZone {
                     }
                 }
             }
-            _ => resp.metadata.response_code = ResponseCode::NotImp,
+            _ => {
+                resp.metadata.response_code = ResponseCode::NotImp;
+                resp.metadata.authoritative = false;
+            }
         }
         let bytes = resp.to_vec().ok()?;
         let limit = match (&req.edns, transport) {
@@ -268,6 +319,66 @@ mod tests {
         assert_eq!(a.metadata.id, 78);
         assert!(a.metadata.checking_disabled);
         assert_eq!(z.answer(&bad[..11], client, Transport::Udp), None);
+    }
+
+    /// A query with EDNS and a COOKIE option `cookie`, and `questions`.
+    fn with_cookie(cookie: Option<Vec<u8>>, questions: &[&str]) -> Vec<u8> {
+        let mut q = Message::query();
+        q.metadata.id = 79;
+        for name in questions {
+            q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        }
+        let mut e = hickory_proto::op::Edns::new();
+        if let Some(c) = cookie {
+            e.options_mut()
+                .insert(EdnsOption::Unknown(COOKIE_OPTION, c));
+        }
+        q.set_edns(e);
+        q.to_vec().unwrap()
+    }
+
+    fn answer_cookie(a: &Message) -> Option<Vec<u8>> {
+        match a.edns.as_ref()?.options().get(EdnsCode::Cookie)? {
+            EdnsOption::Unknown(_, d) => Some(d.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn cookies_as_rfc_7873_asks() {
+        let z = DemoZone::new("example.com", "be1").unwrap();
+        let client: SocketAddr = "10.1.2.3:5353".parse().unwrap();
+        let ask =
+            |m: &[u8]| Message::from_vec(&z.answer(m, client, Transport::Udp).unwrap()).unwrap();
+        let cc = vec![1, 2, 3, 4, 5, 6, 7, 8];
+        // 5.4: no question and a Client Cookie: NOERROR and a Server Cookie.
+        let a = ask(&with_cookie(Some(cc.clone()), &[]));
+        assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+        assert!(a.queries.is_empty() && a.answers.is_empty());
+        let full = answer_cookie(&a).expect("a COOKIE option");
+        assert_eq!((&full[..8], full.len()), (&cc[..], 24));
+        // With the Server Cookie we made: NOERROR; with one we did not:
+        // BADCOOKIE, and a fresh one to use.
+        let a = ask(&with_cookie(Some(full.clone()), &[]));
+        assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+        let mut forged = full.clone();
+        forged[23] ^= 1;
+        let a = ask(&with_cookie(Some(forged), &[]));
+        assert_eq!(a.metadata.response_code, ResponseCode::BADCOOKIE);
+        assert_eq!(answer_cookie(&a).map(|c| c.len()), Some(24));
+        // An ordinary query with a Client Cookie gets its answer and a
+        // Server Cookie.
+        let a = ask(&with_cookie(Some(cc.clone()), &["www.example.com."]));
+        assert_eq!(a.answers.len(), 1);
+        assert_eq!(answer_cookie(&a).map(|c| c[..8].to_vec()), Some(cc.clone()));
+        // A COOKIE option of a length not allowed: FORMERR (5.2.2).
+        let a = ask(&with_cookie(Some(vec![1; 5]), &["www.example.com."]));
+        assert_eq!(a.metadata.response_code, ResponseCode::FormErr);
+        // RFC 9619: no question and no cookie, or two questions: FORMERR.
+        let a = ask(&with_cookie(None, &[]));
+        assert_eq!(a.metadata.response_code, ResponseCode::FormErr);
+        let two = with_cookie(None, &["www.example.com.", "a1.example.com."]);
+        assert_eq!(ask(&two).metadata.response_code, ResponseCode::FormErr);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   connection ([`listener::TcpSession`], a DNS-over-TCP stream).
 //! - [`demo_zone`]: the answering code of `mname-demo-backend`, a tiny
 //!   built-in zone; not needed to write a backend, but a worked example.
+//! - [`cookies`]: DNS Cookies (RFC 7873) on the server's side, with Server
+//!   Cookies made as RFC 9018 says; the demo zone answers with them.
 //!
 //! The frames themselves are the `mname-balancer-protocol` crate, re-exported
 //! here as [`frame`] for those who want to look below the listener.
@@ -39,6 +41,7 @@
 //! # }
 //! ```
 
+pub mod cookies;
 pub mod demo_zone;
 pub mod listener;
 

@@ -34,7 +34,9 @@ use std::time::Duration;
 use slab::Slab;
 use tokio::time::Instant;
 
+use super::intake::question_fingerprint;
 use crate::backends::BackendId;
+use hedges::Settled;
 
 /// How many recently timed-out queries are remembered, so that an answer
 /// arriving after its query's deadline is counted as late rather than as
@@ -153,16 +155,6 @@ struct PerBackend {
     /// With hedging on: its queries in send order (send time, slot,
     /// serial); entries answered meanwhile are skipped when met.
     hedge_queue: VecDeque<(Instant, usize, u64)>,
-}
-
-/// Hedged queries of one key settled by one backend: the other's answers
-/// are expected (more than one when the client used the key again).
-#[derive(Debug, Clone, Copy)]
-struct Settled {
-    loser: BackendId,
-    sent_at: Instant,
-    serial: u64,
-    pending: u32,
 }
 
 /// The table.
@@ -298,24 +290,28 @@ impl InFlight {
         }
     }
 
-    /// Match an answer from `backend` to its query, removing it.
+    /// Match `backend`'s answer `payload` to its query, removing it.
     ///
-    /// The answer a hedge's loser still owes for a key comes before any
-    /// answer of the same backend to a newer query with that key (a client
-    /// that had its answer early uses its id again): backends answer a
-    /// key's queries in order, so it is taken for the loser's, and the
-    /// newer query keeps waiting for its own.
-    pub fn answer(&mut self, key: QueryKey, backend: BackendId) -> Result<Answered, Unmatched> {
-        if !self.settled.is_empty()
-            && let Some(s) = self.settled.get_mut(&key)
-            && s.loser == backend
-        {
-            let sent_at = s.sent_at;
-            s.pending -= 1;
-            if s.pending == 0 {
-                self.settled.remove(&key);
+    /// A hedge's loser may still owe an answer for a key when a newer query
+    /// with that key is in flight to it (the client had its answer early
+    /// and used its id again).  An answer to the question the loser was
+    /// asked is taken for the loser's, as is one that matches nothing
+    /// else; the newer query keeps waiting for its own.
+    pub fn answer(
+        &mut self,
+        key: QueryKey,
+        backend: BackendId,
+        payload: &[u8],
+    ) -> Result<Answered, Unmatched> {
+        if !self.settled.is_empty() && self.settled.get(&key).is_some_and(|s| s.loser == backend) {
+            let live = self.index.get(&key).is_some_and(|&slot| {
+                let e = &self.slots[slot];
+                e.backend == backend || e.hedge.is_some_and(|(h, _)| h == backend)
+            });
+            let owed = self.settled.get(&key).map(|s| s.question);
+            if !live || owed == Some(question_fingerprint(payload)) {
+                return Err(self.take_loser(&key));
             }
-            return Err(Unmatched::HedgeLoser { sent_at });
         }
         match self.index.get(&key) {
             Some(&slot)
@@ -326,11 +322,13 @@ impl InFlight {
                 let (sent_at, hedge) = match e.hedge {
                     None => (e.sent_at, HedgeOutcome::NotHedged),
                     Some((h, at)) if h == backend => {
-                        self.remember_settled(e.key, e.backend, e.sent_at);
+                        let question = question_fingerprint(e.message());
+                        self.remember_settled(e.key, e.backend, e.sent_at, question);
                         (at, HedgeOutcome::HedgeWon)
                     }
                     Some((h, at)) => {
-                        self.remember_settled(e.key, h, at);
+                        let question = question_fingerprint(e.message());
+                        self.remember_settled(e.key, h, at, question);
                         (e.sent_at, HedgeOutcome::FirstWon)
                     }
                 };
@@ -345,37 +343,6 @@ impl InFlight {
             _ if self.expired_keys.contains(&key) => Err(Unmatched::Late),
             _ => Err(Unmatched::Unsolicited),
         }
-    }
-
-    /// Backend `gone` failed: the answers it owed as a hedge's loser will
-    /// never come (its link is closed), and must not be waited for.
-    pub fn forget_losers(&mut self, gone: BackendId) {
-        self.settled.retain(|_, s| s.loser != gone);
-    }
-
-    fn remember_settled(&mut self, key: QueryKey, loser: BackendId, sent_at: Instant) {
-        if self.settled_order.len() >= RECENTLY_SETTLED
-            && let Some((old, serial)) = self.settled_order.pop_front()
-            && self.settled.get(&old).is_some_and(|s| s.serial == serial)
-        {
-            self.settled.remove(&old);
-        }
-        self.serial += 1;
-        let serial = self.serial;
-        let pending = match self.settled.get(&key) {
-            Some(s) if s.loser == loser => s.pending + 1,
-            _ => 1,
-        };
-        self.settled.insert(
-            key,
-            Settled {
-                loser,
-                sent_at,
-                serial,
-                pending,
-            },
-        );
-        self.settled_order.push_back((key, serial));
     }
 
     /// Give a finished entry's buffer back for reuse.
@@ -453,105 +420,6 @@ impl InFlight {
         Some(&e.frame)
     }
 
-    /// A hedged query's backend `gone` failed: the other one it was sent
-    /// to answers it alone.  False if the query was not hedged to `gone`.
-    pub fn forget_hedge_backend(&mut self, key: &QueryKey, gone: BackendId) -> bool {
-        let Some(&slot) = self.index.get(key) else {
-            return false;
-        };
-        let e = &mut self.slots[slot];
-        let Some((h, at)) = e.hedge else {
-            return false;
-        };
-        if h == gone {
-            e.hedge = None;
-        } else if e.backend == gone {
-            e.backend = h;
-            e.sent_at = at;
-            e.hedge = None;
-        } else {
-            return false;
-        }
-        self.uncount(gone);
-        true
-    }
-
-    /// The earliest moment a query becomes due for a hedge: its send time
-    /// plus its backend's `delay`.
-    pub fn next_hedge(&mut self, delay: impl Fn(BackendId) -> Duration) -> Option<Instant> {
-        let slots = &self.slots;
-        let mut earliest: Option<Instant> = None;
-        for (&backend, b) in self.per_backend.iter_mut() {
-            while let Some(&(at, slot, serial)) = b.hedge_queue.front() {
-                if slots
-                    .get(slot)
-                    .is_some_and(|e| e.serial == serial && hedgeable(e, backend))
-                {
-                    let due = at + delay(backend);
-                    earliest = Some(earliest.map_or(due, |t| t.min(due)));
-                    break;
-                }
-                b.hedge_queue.pop_front();
-            }
-        }
-        earliest
-    }
-
-    /// Put into `due` every query due for a hedge at `now` (send time plus
-    /// its backend's `delay`), oldest first per backend.
-    pub fn hedges_due(
-        &mut self,
-        now: Instant,
-        delay: impl Fn(BackendId) -> Duration,
-        due: &mut Vec<QueryKey>,
-    ) {
-        let slots = &self.slots;
-        for (&backend, b) in self.per_backend.iter_mut() {
-            let d = delay(backend);
-            while let Some(&(at, slot, serial)) = b.hedge_queue.front() {
-                match slots.get(slot) {
-                    Some(e) if e.serial == serial && hedgeable(e, backend) => {
-                        if at + d > now {
-                            break;
-                        }
-                        due.push(e.key);
-                    }
-                    _ => {}
-                }
-                b.hedge_queue.pop_front();
-            }
-        }
-    }
-
-    /// Send the query `key` once more, to `to`, now: returns its frame, or
-    /// `None` if it is gone, hedged already or `to` is at its bound.
-    pub fn hedge(&mut self, key: &QueryKey, to: BackendId, now: Instant) -> Option<&[u8]> {
-        let &slot = self.index.get(key)?;
-        if self.count_for(to) >= self.limits.per_backend {
-            return None;
-        }
-        let e = &mut self.slots[slot];
-        if e.replayed || e.backend == to {
-            return None;
-        }
-        e.hedge = Some((to, now));
-        e.replayed = true;
-        self.per_backend.entry(to).or_default().count += 1;
-        Some(&self.slots[slot].frame)
-    }
-
-    /// Undo [`InFlight::hedge`] when the frame could not be sent.
-    pub fn unhedge(&mut self, key: &QueryKey) {
-        let Some(&slot) = self.index.get(key) else {
-            return;
-        };
-        let e = &mut self.slots[slot];
-        if let Some((h, _)) = e.hedge.take() {
-            e.replayed = false;
-            self.uncount(h);
-        }
-    }
-
     /// Hand back memory kept from a busier moment: spare buffers and map
     /// capacity beyond what is in use now.
     pub fn shrink(&mut self) {
@@ -574,11 +442,6 @@ impl InFlight {
     }
 }
 
-/// Whether a query in `backend`'s hedge queue may still be hedged: still
-/// with that backend, and never sent to a second one.
-fn hedgeable(e: &Entry, backend: BackendId) -> bool {
-    e.backend == backend && !e.replayed
-}
-
+mod hedges;
 #[cfg(test)]
 mod tests;
