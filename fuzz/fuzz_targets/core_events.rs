@@ -94,6 +94,9 @@ fn config() -> Option<mname_balancer::cli::Config> {
         "6",
         "--deny",
         "10.0.0.7",
+        // Hedges after a delay the fuzzed clock often passes.
+        "--hedge-after",
+        "20ms",
     ]
     .iter()
     .map(|s| s.to_string())
