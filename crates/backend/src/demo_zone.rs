@@ -101,15 +101,11 @@ impl DemoZone {
         resp.metadata.authoritative = true;
         resp.queries = req.queries.clone();
         let mut cookie = None;
+        let mut badvers = false;
         if let Some(edns) = &req.edns {
             let mut e = hickory_proto::op::Edns::new();
             e.set_max_payload(edns.max_payload().max(512));
-            if edns.version() > 0 {
-                resp.set_edns(e);
-                resp.metadata.response_code = ResponseCode::BADVERS;
-                resp.metadata.authoritative = false;
-                return resp.to_vec().ok();
-            }
+            badvers = edns.version() > 0;
             let now = now_secs();
             if let Some(EdnsOption::Unknown(COOKIE_OPTION, data)) =
                 edns.options().get(EdnsCode::Cookie)
@@ -131,6 +127,11 @@ impl DemoZone {
             resp.set_edns(e);
         }
         match (req.metadata.op_code, req.queries.first(), &cookie) {
+            // RFC 6891 6.1.3: an EDNS version we do not speak.
+            _ if badvers => {
+                resp.metadata.response_code = ResponseCode::BADVERS;
+                resp.metadata.authoritative = false;
+            }
             // RFC 7873 5.2.2: a COOKIE option of a length not allowed.
             (_, _, Some(RequestCookie::Malformed)) => {
                 resp.metadata.response_code = ResponseCode::FormErr;
@@ -143,10 +144,12 @@ impl DemoZone {
                     resp.metadata.response_code = ResponseCode::BADCOOKIE;
                 }
             }
-            // RFC 9619: a QUERY has one question.
+            // RFC 9619: a QUERY has one question.  The questions are not
+            // echoed: a message of many could make an answer too big.
             (OpCode::Query, _, _) if req.queries.len() != 1 => {
                 resp.metadata.response_code = ResponseCode::FormErr;
                 resp.metadata.authoritative = false;
+                resp.queries.clear();
             }
             (OpCode::Query, Some(q), _) => {
                 let name = q.name().to_lowercase();
@@ -176,6 +179,13 @@ impl DemoZone {
         }
         let mut short = resp.truncate();
         short.answers.clear();
+        let bytes = short.to_vec().ok()?;
+        if bytes.len() <= limit {
+            return Some(bytes);
+        }
+        // Questions alone too big (many of them, in a message that is no
+        // QUERY): the header says what happened.
+        short.queries.clear();
         short.to_vec().ok()
     }
 
