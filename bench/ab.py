@@ -5,13 +5,17 @@ Starts three demo backends (release build) and two balancers in front of the
 same backend sockets: A (default target/release/mname-balancer) on port
 15410 and B (--b BIN, an earlier build) on 15411.  Then, in interleaved
 rounds (A B A B ...), runs three dnsperf processes (-a 127.0.0.11..13, -q 64
--c 2, or paced with --rate) against each for --seconds, while `perf stat`
-counts the balancer's system calls, context switches and CPU time.  Prints
-per round and the medians: queries/s, average latency (dnsperf's), CPU us/query, syscalls/query and
-context switches/query.  Everything runs on loopback; processes are stopped
-by PID.
+-c 2, or paced with --rate) against each for --seconds, and reads the
+balancer's CPU time (every thread's /proc schedstat, in nanoseconds) and
+context switches (voluntary and not, from /proc status).  With --syscalls,
+`perf stat` also counts its system calls (a tracepoint on every call, which
+itself costs CPU: the CPU figures of such a run are inflated).  Prints per
+round and the medians: queries/s, average latency (dnsperf's), CPU
+us/query, context switches/query (voluntary + involuntary) and, with
+--syscalls, syscalls/query.  Everything runs on loopback; processes are
+stopped by PID.
 
-    python3 bench/ab.py --b /path/to/old/mname-balancer [--rounds 3] [--seconds 5] [--rate QPS] [--tcp]
+    python3 bench/ab.py --b /path/to/old/mname-balancer [--rounds 3] [--seconds 5] [--rate QPS] [--tcp] [--syscalls]
 """
 
 import argparse
@@ -37,6 +41,21 @@ def wait_for(cond, what, timeout=20.0):
         time.sleep(0.02)
 
 
+def proc_counts(pid):
+    """CPU nanoseconds and (voluntary, involuntary) context switches of
+    every thread of `pid`."""
+    ns, vol, invol = 0, 0, 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            ns += int((task / "schedstat").read_text().split()[0])
+            status = (task / "status").read_text()
+        except OSError:
+            continue
+        vol += int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))
+        invol += int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))
+    return ns, vol, invol
+
+
 def perf_counts(path):
     text = Path(path).read_text()
     out = {}
@@ -56,6 +75,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rate", type=int, help="dnsperf -Q per process (paced load)")
     ap.add_argument("--tcp", action="store_true")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="count system calls with perf stat (inflates the CPU figures)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="ab-"))
@@ -86,9 +107,13 @@ def main():
         for r in range(1, args.rounds + 1):
             for name, (p, port) in targets.items():
                 perf_out = tmp / f"perf.{name}.{r}"
-                perf = subprocess.Popen(["perf", "stat", "-e", "raw_syscalls:sys_enter,context-switches,task-clock",
-                                         "-p", str(p.pid), "-o", str(perf_out), "--", "sleep", str(args.seconds)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                perf = None
+                if args.syscalls:
+                    perf = subprocess.Popen(["perf", "stat", "-e", "raw_syscalls:sys_enter",
+                                             "-p", str(p.pid), "-o", str(perf_out), "--",
+                                             "sleep", str(args.seconds)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                before = proc_counts(p.pid)
                 dps = []
                 for c in CLIENTS:
                     argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile), "-a", c,
@@ -107,21 +132,26 @@ def main():
                     m = re.search(r"Average Latency \(s\):\s+([\d.]+)", out)
                     if m:
                         lat.append(float(m.group(1)) * 1e6)
-                perf.wait(timeout=30)
-                c = perf_counts(perf_out)
+                after = proc_counts(p.pid)
+                syscalls = float("nan")
+                if perf:
+                    perf.wait(timeout=30)
+                    syscalls = perf_counts(perf_out)["syscalls"]
+                n = max(done, 1)
                 row = {"qps": done / args.seconds, "lat_us": statistics.mean(lat) if lat else float("nan"),
-                       "us_q": c["ms"] * 1000 / max(done, 1),
-                       "sys_q": c["syscalls"] / max(done, 1), "cs_q": c["cs"] / max(done, 1)}
+                       "us_q": (after[0] - before[0]) / 1000 / n,
+                       "sys_q": syscalls / n,
+                       "vcs_q": (after[1] - before[1]) / n, "ics_q": (after[2] - before[2]) / n}
                 results[name].append(row)
                 print(f"round {r} {name}: {row['qps']:>9,.0f} q/s  lat {row['lat_us']:.0f} us  {row['us_q']:.2f} us/q  "
-                      f"{row['sys_q']:.3f} syscalls/q  {row['cs_q']:.4f} cs/q", flush=True)
+                      f"cs/q {row['vcs_q']:.3f}+{row['ics_q']:.3f}  {row['sys_q']:.3f} syscalls/q", flush=True)
                 time.sleep(0.5)
         print("medians:")
         for name in results:
             med = {k: statistics.median(x[k] for x in results[name]) for k in results[name][0]}
             print(f"  {name} ({'a' if name == 'A' else 'b'}): {med['qps']:>9,.0f} q/s  lat {med['lat_us']:.0f} us  "
-                  f"{med['us_q']:.2f} us/q  "
-                  f"{med['sys_q']:.3f} syscalls/q  {med['cs_q']:.4f} cs/q")
+                  f"{med['us_q']:.2f} us/q  cs/q {med['vcs_q']:.3f}+{med['ics_q']:.3f}  "
+                  f"{med['sys_q']:.3f} syscalls/q")
     finally:
         for p in procs:
             p.terminate()

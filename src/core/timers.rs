@@ -149,8 +149,14 @@ impl Core {
     /// are in flight.
     pub(super) fn arm_query_timers(&mut self, now: Instant) {
         if let Some(at) = self.inflight.next_deadline() {
-            // Usually armed already for this very deadline: skip the tree.
-            if self.timeouts.deadline_of(TimerKey::QueryDeadline) != Some(at) {
+            // Armed for an earlier deadline (a query answered since): leave
+            // it; it fires, finds nothing due and is armed again then.  The
+            // tree is touched once per timeout period, not once per batch.
+            if self
+                .timeouts
+                .deadline_of(TimerKey::QueryDeadline)
+                .is_none_or(|armed| at < armed)
+            {
                 self.timeouts.set(TimerKey::QueryDeadline, at);
             }
             if !self.timeouts.is_set(TimerKey::PassiveCheck) {

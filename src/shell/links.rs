@@ -25,7 +25,8 @@ use std::path::Path;
 use std::task::{Context, Poll};
 
 use foldhash::fast::RandomState;
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UnixStream;
 
 use crate::backends::BackendId;
@@ -250,13 +251,31 @@ impl Links {
     /// Read once from link `id` into `buf` (one buffer serves every link:
     /// each read is handed to the core before the next).  `None` when the
     /// link is gone or has nothing to read now.
+    ///
+    /// A read shorter than the buffer emptied the socket: the link's
+    /// readiness is cleared then and there, so the next wake-up does not
+    /// spend a system call to learn it has nothing (tokio clears it only if
+    /// no new bytes have been signalled since, so none are missed).
     pub fn read(&mut self, id: BackendId, buf: &mut [u8]) -> Option<(u64, LinkNews)> {
         let link = self.links.get_mut(&id)?;
         if !link.readable {
             return None;
         }
         loop {
-            return match link.stream.try_read(buf) {
+            let mut drained = None;
+            let read = link.stream.try_io(Interest::READABLE, || {
+                let n = io::Read::read(&mut &*SockRef::from(&link.stream), buf)?;
+                if n > 0 && n < buf.len() {
+                    drained = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            if let Some(n) = drained {
+                link.readable = false;
+                return Some((link.generation, LinkNews::Bytes(n)));
+            }
+            return match read {
                 Ok(0) => {
                     link.readable = false;
                     Some((link.generation, LinkNews::Closed(None)))

@@ -278,6 +278,11 @@ impl RecvBatch {
             h.msg_hdr.msg_controllen = size_of::<Control>() as _;
             hdrs[i].write(h);
         }
+        // A batch shorter than asked for emptied the socket: readiness is
+        // cleared then and there (a WouldBlock to tokio, which clears it
+        // only if no datagram has been signalled since), so a wake-up for
+        // something else does not spend a recvmmsg to learn there is none.
+        let mut drained = None;
         let received = socket.try_io(Interest::READABLE, || {
             // SAFETY: every header points at a live buffer, iovec and
             // address of this batch, which outlive the call; the kernel
@@ -293,14 +298,18 @@ impl RecvBatch {
             };
             if n < 0 {
                 Err(io::Error::last_os_error())
+            } else if n > 0 && (n as usize) < BATCH {
+                drained = Some(n as usize);
+                Err(io::ErrorKind::WouldBlock.into())
             } else {
                 Ok(n as usize)
             }
         });
-        let n = match received {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(e),
+        let n = match (received, drained) {
+            (_, Some(n)) => n,
+            (Ok(n), None) => n,
+            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            (Err(e), None) => return Err(e),
         };
         for (i, hdr) in hdrs.iter().enumerate().take(n) {
             // SAFETY: every header was written before the call.

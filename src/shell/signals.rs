@@ -27,6 +27,22 @@ impl Signals {
         }
     }
 
+    /// Hear signals on a task of their own and pass each one on through a
+    /// channel: the loop then waits on one channel instead of polling four
+    /// signal streams (and registering with each) at every wake-up.
+    pub fn forward(mut self) -> tokio::sync::mpsc::Receiver<Signal> {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            loop {
+                let signal = self.next().await;
+                if tx.send(signal).await.is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
     pub async fn next(&mut self) -> Signal {
         async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
             match s {
