@@ -52,7 +52,9 @@ async fn queries_held_by_a_killed_backend_are_answered_elsewhere_once() {
     let mut held = Backend::start_with(dir.path(), "5300", &["--delay", "60000", "--log-queries"]);
     let _other = Backend::start(dir.path(), "5301");
     let mut args = FAST_TIMERS.to_vec();
-    args.extend(["--query-timeout", "10s"]);
+    // Replay is what is tested: without hedging, which would have sent the
+    // held queries to 5301 already (tests/hedging.rs).
+    args.extend(["--query-timeout", "10s", "--hedge-after", "0"]);
     let bal = Balancer::start(dir.path(), &args);
     bal.wait_established(2);
     let to = bal.target();
@@ -207,6 +209,11 @@ async fn hung_backend_is_faulted_by_the_passive_check_and_loses_nothing() {
         "300ms",
         "--query-timeout",
         "8s",
+        // The passive check and replay are what is tested: without
+        // hedging, which answers the hung backend's queries sooner
+        // (tests/hedging.rs, bench/stall.py).
+        "--hedge-after",
+        "0",
     ]);
     let to = bal.target();
     let victim_name = whoami(lo(110), to).await.unwrap();
