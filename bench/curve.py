@@ -5,7 +5,7 @@ thousand queries/s to full speed, in front of demo backends and of real
 node-mname backends.
 
 For each backend kind (demo: three mname-demo-backend processes; node: three
-node-mname processes, bench/node_backend.js), the script starts the backends,
+node-mname processes, tests/interop/backend.js --port), the script starts the backends,
 mname-balancer in front of their AF_UNIX sockets, dnsdist and nginx in front of
 their plain UDP/TCP ports (configured by bench/peers.py), and the floor
 (bench/floor.c).  Then, at each offered rate (dnsperf -Q, summed over three
@@ -45,7 +45,7 @@ REPO = rb.REPO
 HOST = rb.HOST
 BALANCER_BIN = rb.BALANCER_BIN
 BACKEND_BIN = rb.BACKEND_BIN
-NODE_BACKEND_JS = REPO / "bench" / "node_backend.js"
+NODE_BACKEND_JS = REPO / "tests" / "interop" / "backend.js"
 FLOOR_C = REPO / "bench" / "floor.c"
 MNAME_MARKER = REPO / "tests" / "interop" / "node_modules" / "mname" / "package.json"
 
@@ -71,7 +71,7 @@ DEFAULT_RATES = {
 }
 KIND_DESC = {
     "demo": "three mname-demo-backend processes",
-    "node": "three node-mname processes (bench/node_backend.js)",
+    "node": "three node-mname processes (tests/interop/backend.js --port)",
 }
 
 

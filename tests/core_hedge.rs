@@ -17,13 +17,7 @@ fn two_backends(flags: &[&str]) -> (Scenario, (u32, u64), (u32, u64)) {
     let g0 = s.connect_ok(5300, false);
     let g1 = s.connect_ok(5301, false);
     s.query("10.0.0.1:1000", 1);
-    let primary = s
-        .core
-        .remotes()
-        .iter()
-        .next()
-        .map(|(_, r)| r.primary)
-        .expect("assigned");
+    let primary = s.first_primary();
     s.answer(
         primary,
         if primary == 5300 { g0 } else { g1 },

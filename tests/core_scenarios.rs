@@ -95,13 +95,7 @@ fn a_backend_owing_answers_is_probed_and_its_queries_replayed_elsewhere() {
     s.connect_ok(5300, false);
     s.connect_ok(5301, false);
     s.query("10.0.0.1:1000", 7);
-    let to = s
-        .core
-        .remotes()
-        .iter()
-        .next()
-        .map(|(_, r)| r.primary)
-        .expect("assigned");
+    let to = s.first_primary();
     let other = if to == 5300 { 5301 } else { 5300 };
     s.io.frames_to(to);
     // The passive check runs every half threshold: at 250 ms the backend

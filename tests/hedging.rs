@@ -39,6 +39,18 @@ async fn slow_and_fast(
     (dir, vec![slow, fast], bal, client)
 }
 
+/// `whoami` from `client`, waiting up to 5 s.
+async fn ask_whoami(client: &UdpSocket, bal: &Balancer) -> Option<hickory_proto::op::Message> {
+    udp_ask_on(
+        client,
+        bal.target(),
+        "whoami.example.com.",
+        RecordType::TXT,
+        Duration::from_secs(5),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_query_one_backend_holds_back_is_answered_by_the_other_once() {
     let (_dir, _backends, bal, client) = slow_and_fast(
@@ -47,15 +59,7 @@ async fn a_query_one_backend_holds_back_is_answered_by_the_other_once() {
     )
     .await;
     let asked = Instant::now();
-    let m = udp_ask_on(
-        &client,
-        bal.target(),
-        "whoami.example.com.",
-        RecordType::TXT,
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("an answer");
+    let m = ask_whoami(&client, &bal).await.expect("an answer");
     let took = asked.elapsed();
     assert_eq!(txt(&m), "5301", "answered by the failover backend");
     assert!(took >= Duration::from_millis(100), "not before the delay");
@@ -90,15 +94,7 @@ async fn hedge_after_zero_leaves_the_client_to_the_slow_backend() {
     )
     .await;
     let asked = Instant::now();
-    let m = udp_ask_on(
-        &client,
-        bal.target(),
-        "whoami.example.com.",
-        RecordType::TXT,
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("an answer");
+    let m = ask_whoami(&client, &bal).await.expect("an answer");
     assert_eq!(txt(&m), "5300");
     assert!(asked.elapsed() >= Duration::from_millis(700));
     let c = bal

@@ -1,20 +1,24 @@
 #!/usr/bin/env node
 /*
  * A tiny authoritative DNS server built on node-mname (npm "mname"), used as
- * a real backend in the mname-balancer interop tests.
+ * a real backend in the mname-balancer interop tests, and behind every
+ * proxy in bench/curve.py.
  *
- * It listens ONLY on an AF_UNIX socket through Server#listenBalancer(), i.e.
- * it speaks the framed balancer protocol and nothing else: no UDP or TCP port
- * is ever opened.
+ * It listens on an AF_UNIX socket through Server#listenBalancer(), i.e. it
+ * speaks the framed balancer protocol; with --port it also serves plain DNS
+ * on that UDP and TCP port (the same answers, for proxies that speak DNS).
  *
  * Usage:
  *   node backend.js --socket PATH --name NAME [--zone ZONE] [--cleanup]
+ *                   [--port PORT [--address ADDR]]
  *
  *   --socket PATH  AF_UNIX socket to listen on; a stale socket file at PATH is
  *                  unlinked first (as a restarted Binder backend does).
  *   --name NAME    identity of this backend, returned by TXT whoami.<zone>
  *                  and used as the logger name "backend-NAME".
  *   --zone ZONE    zone served (default example.com).
+ *   --port PORT    also serve plain DNS over UDP and TCP on PORT, at
+ *                  --address (default 127.0.0.1).
  *   --cleanup      on SIGTERM/SIGINT also unlink PATH before exiting.  By
  *                  default the socket file is left behind, like a backend
  *                  that died, so a balancer sees ECONNREFUSED (not ENOENT).
@@ -54,7 +58,7 @@ var bunyan = require(require.resolve('bunyan', {
 }));
 
 var USAGE = 'usage: node backend.js --socket PATH --name NAME ' +
-    '[--zone ZONE] [--cleanup]';
+    '[--zone ZONE] [--cleanup] [--port PORT [--address ADDR]]';
 var TTL = 60;
 var BIG_COUNT = 40;
 var BIG_LEN = 100;
@@ -67,8 +71,9 @@ function die(msg, code) {
 
 function parseArgs(argv) {
     var opts = { socket: null, name: null, zone: 'example.com',
-        cleanup: false };
-    var valued = { '--socket': 'socket', '--name': 'name', '--zone': 'zone' };
+        cleanup: false, port: null, address: '127.0.0.1' };
+    var valued = { '--socket': 'socket', '--name': 'name', '--zone': 'zone',
+        '--port': 'port', '--address': 'address' };
 
     for (var i = 0; i < argv.length; i++) {
         let arg = argv[i];
@@ -102,6 +107,11 @@ function parseArgs(argv) {
         die('--socket is required\n' + USAGE);
     if (opts.name === null)
         die('--name is required\n' + USAGE);
+    if (opts.port !== null) {
+        opts.port = parseInt(opts.port, 10);
+        if (!(opts.port > 0 && opts.port < 65536))
+            die('--port must be a port number\n' + USAGE);
+    }
     opts.zone = opts.zone.toLowerCase().replace(/\.+$/, '');
     if (opts.zone === '')
         die('--zone must name a zone, not the root\n' + USAGE);
@@ -223,7 +233,8 @@ server.on('query', function onQuery(query, done) {
         query.reset();
         query.setError('servfail');
     }
-    log.debug({
+    /* Built only when it will be written: a record per query costs. */
+    if (log.debug()) log.debug({
         qname: query.name(),
         qtype: query.type(),
         family: query.src ? query.src.family : undefined,
@@ -276,11 +287,23 @@ function shutdown(signal) {
 process.on('SIGTERM', function () { shutdown('SIGTERM'); });
 process.on('SIGINT', function () { shutdown('SIGINT'); });
 
-server.listenBalancer({ path: opts.socket }, function onListening() {
+/* Ready once every listener is: the balancer socket, and with --port the
+ * plain UDP and TCP port too. */
+var pending = (opts.port === null) ? 1 : 3;
+function onListening() {
+    if (--pending > 0)
+        return;
     readyLog.info({
         socket: opts.socket,
         backend: opts.name,
         zone: opts.zone,
+        port: opts.port,
         pid: process.pid
     }, 'backend ready');
-});
+}
+if (opts.port !== null) {
+    server.listenUdp({ port: opts.port, address: opts.address,
+        family: 'udp4' }, onListening);
+    server.listenTcp({ port: opts.port, address: opts.address }, onListening);
+}
+server.listenBalancer({ path: opts.socket }, onListening);

@@ -185,6 +185,16 @@ impl Scenario {
         self.core.after_datagrams(self.now);
     }
 
+    /// The primary backend of the first remote (in address order).
+    pub fn first_primary(&self) -> u32 {
+        self.core
+            .remotes()
+            .iter()
+            .next()
+            .map(|(_, r)| r.primary)
+            .expect("a remote assigned")
+    }
+
     pub fn state(&self, id: u32) -> LinkState {
         self.core.backends().get(id).expect("backend").state
     }
