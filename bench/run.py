@@ -11,6 +11,12 @@ target's CPU from /proc, and finishes with a latency run at half load.
     bench/run.py            # R=3 rounds of 10 s, UDP and TCP (about 5 minutes)
     bench/run.py --smoke    # R=1 round of 3 s, UDP only (under a minute)
 
+`bench/run.py --cached` is another mode (bench/cached.py): the balancer's
+packet cache against dnsdist's, on a Zipf mix over 10,000 names, in front of
+the demo backends and of node-mname; it writes cached.md, not results.md.
+`--bin-dir DIR` takes the binaries from DIR (e.g. a build of a git worktree)
+instead of building this tree's target/release.
+
 Standard library only.  See bench/README.md for what each number means.
 """
 
@@ -386,7 +392,7 @@ def ensure_tools():
 
 
 def build(no_build):
-    if not no_build:
+    if not no_build and BALANCER_BIN.parent.resolve() == (REPO / "target" / "release").resolve():
         log("cargo build --release --workspace --bins")
         r = subprocess.run(["cargo", "build", "--release", "--workspace", "--bins"], cwd=REPO)
         if r.returncode != 0:
@@ -940,6 +946,11 @@ def main():
                     help="also measure this mname-balancer binary (an earlier build) as target 'baseline'")
     ap.add_argument("--out", type=Path,
                     help="results directory (default bench/results; smoke: bench/results/smoke)")
+    ap.add_argument("--bin-dir", type=Path, default=REPO / "target" / "release",
+                    help="where mname-balancer and mname-demo-backend are (default: this tree's "
+                         "target/release, built first unless --no-build; another directory is not built)")
+    import cached  # bench/cached.py: the --cached mode and its options
+    cached.add_arguments(ap)
     args = ap.parse_args()
     if args.rounds is None:
         args.rounds = 1 if args.smoke else 3
@@ -951,6 +962,12 @@ def main():
         args.out = REPO / "bench" / "results" / ("smoke" if args.smoke else "")
     if args.rounds < 1 or args.seconds < 1 or args.half_load_seconds < 1:
         ap.error("--rounds, --seconds and --half-load-seconds must be at least 1")
+    args.bin_dir = args.bin_dir.resolve()
+    if args.cached:
+        return cached.main(args)
+    global BALANCER_BIN, BACKEND_BIN
+    BALANCER_BIN = args.bin_dir / "mname-balancer"
+    BACKEND_BIN = args.bin_dir / "mname-demo-backend"
     protos = ["udp"] if (args.smoke or args.udp_only) else ["udp", "tcp"]
     if args.baseline is not None:
         global BASELINE_BIN
