@@ -27,7 +27,7 @@ script says so if queries were lost or answers were not cached (e.g. a
 backend build without the hN names answers NXDOMAIN).
 
     bench/cache_memory.py                                   # this tree's target/release
-    bench/cache_memory.py --bin-dir /tmp/benchtarget/release
+    bench/cache_memory.py --bin-dir /tmp/benchtarget/release --bin-src /tmp/benchwt
 
 Standard library only.  Every process is started in its own session and
 killed by PID in a finally, as in bench/run.py.
@@ -241,6 +241,8 @@ def main():
     ap.add_argument("--bin-dir", type=Path, default=REPO / "target" / "release",
                     help="where mname-balancer and mname-demo-backend are (default: this tree's target/release; "
                          "not built by this script)")
+    ap.add_argument("--bin-src", type=Path,
+                    help="the git tree --bin-dir's binaries were built from (its `git describe` is recorded)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results",
                     help="directory for cache_memory.md (default bench/results)")
     args = ap.parse_args()
@@ -258,12 +260,10 @@ def main():
     bench = MemoryBench(args, tmp)
     try:
         rb.ensure_tools()
-        e = rb.environment()
+        e = rb.environment(args.bin_dir, args.bin_src)
         env = {"date": e["date"], "uname": e["uname"], "nproc": e["nproc"], "cpu_model": e["cpu_model"],
                "dnsperf": e["versions"]["dnsperf"], "bin_dir": str(args.bin_dir),
-               "version": (e["versions"]["mname-balancer"]
-                           if args.bin_dir == (REPO / "target" / "release").resolve()
-                           else "(built elsewhere)")}
+               "version": e["versions"]["mname-balancer"]}
         bench.run()
         res, md = report(bench, env)
         log("")

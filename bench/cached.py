@@ -676,10 +676,8 @@ def main(args):
         if "node" in args.kind_list:
             curve.ensure_node_deps()
         build(args)
-        env = rb.environment()
+        env = rb.environment(args.bin_dir, args.bin_src)
         env["bin_dir"] = str(args.bin_dir)
-        if args.bin_dir.resolve() != (REPO / "target" / "release").resolve():
-            env["versions"]["mname-balancer"] = f"built in {args.bin_dir} (not this tree's target/)"
         if "node" in args.kind_list:
             env["node"] = rb.cmd_output(["node", "--version"])
             env["node-mname"] = json.loads(curve.MNAME_MARKER.read_text()).get("version", "?")

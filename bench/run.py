@@ -787,7 +787,17 @@ def cmd_output(argv):
         return f"({e})"
 
 
-def environment():
+def balancer_version(bin_dir, bin_src):
+    """What the measured balancer was built from: `git describe` of bin_src
+    (--bin-src), else of this tree when the binaries are its own target/release."""
+    if bin_src is not None:
+        return cmd_output(["git", "-C", str(bin_src), "describe", "--always", "--dirty"]) + f" ({bin_src})"
+    if bin_dir is None or Path(bin_dir).resolve() == (REPO / "target" / "release").resolve():
+        return cmd_output(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
+    return f"unknown (binaries from {bin_dir}; --bin-src names their source tree)"
+
+
+def environment(bin_dir=None, bin_src=None):
     cpu = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -805,7 +815,7 @@ def environment():
         "cpu_model": cpu,
         "loadavg_at_start": open("/proc/loadavg").read().strip(),
         "versions": {
-            "mname-balancer": cmd_output(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
+            "mname-balancer": balancer_version(bin_dir, bin_src),
             "dnsdist": cmd_output(["dnsdist", "--version"]).splitlines()[0],
             "nginx": cmd_output(["nginx", "-v"]),
             "dnsperf": dnsperf_v.group(1) if dnsperf_v else "unknown",
@@ -949,6 +959,8 @@ def main():
     ap.add_argument("--bin-dir", type=Path, default=REPO / "target" / "release",
                     help="where mname-balancer and mname-demo-backend are (default: this tree's "
                          "target/release, built first unless --no-build; another directory is not built)")
+    ap.add_argument("--bin-src", type=Path,
+                    help="the git tree --bin-dir's binaries were built from (its `git describe` is recorded)")
     import cached  # bench/cached.py: the --cached mode and its options
     cached.add_arguments(ap)
     args = ap.parse_args()
@@ -986,7 +998,7 @@ def main():
     try:
         ensure_tools()
         build(args.no_build)
-        env = environment()
+        env = environment(args.bin_dir, args.bin_src)
         log(f"{env['uname']}, {env['nproc']} CPUs ({env['cpu_model']}), load {env['loadavg_at_start']}")
         bench.start_all()
         log(f"all targets answer ({time.monotonic() - started:.1f} s); dnsdist policy: {bench.dnsdist_policy}")
