@@ -28,8 +28,8 @@ client address, each reading its own Zipf file (same mix, its own seed), at
 full speed (-q 64 -c 2 -t 2, as bench/run.py).  Per run: queries/s completed,
 CPU of the target and of the backends (schedstat or /proc/PID/stat), and the
 cache counters' deltas over the run: the balancer's from its stats socket
-(`summary`: counters cache_hits, cache_misses, cache_stale_answers,
-cache_evictions, udp_forwarded; `cache` entries and bytes), dnsdist's from
+(`summary`: counters cache_hits, cache_misses, cache_stale_* (stale
+answers), cache_evictions, udp_forwarded; `cache` entries and bytes), dnsdist's from
 its console (`dnsdist -c -e`: the pool cache's getStats() and the counter
 `responses`, the answers it received from the backends).  Both are read
 between runs, never during one.
@@ -162,7 +162,9 @@ def balancer_counters(path):
     return {
         "has_cache_counters": "cache_hits" in c,
         "hits": c.get("cache_hits", 0), "misses": c.get("cache_misses", 0),
-        "stale": c.get("cache_stale_answers", 0), "evictions": c.get("cache_evictions", 0),
+        # stale answers, whatever their reason (cache_stale_*)
+        "stale": sum(v for k, v in c.items() if k.startswith("cache_stale")),
+        "evictions": c.get("cache_evictions", 0),
         "to_backends": c.get("udp_forwarded", 0),
         "entries": cache.get("entries"), "bytes": cache.get("bytes"),
     }
