@@ -29,9 +29,9 @@
  *   A   <zone>, www.<zone>      -> 192.0.2.1, TTL 60
  *   A   a<N>.<zone>, N 1..254   -> 192.0.2.N, TTL 60
  *   A   h<N>.<zone>, N 0..99999 -> 10.(N>>16).((N>>8)&255).(N&255), TTL 60
- *                                  (N in decimal without leading zeros; the
- *                                  many names of bench/run.py --cached's mix,
- *                                  answered as mname-demo-backend does)
+ *                                  (N in decimal; the many names of
+ *                                  bench/run.py --cached's mix, answered as
+ *                                  mname-demo-backend does)
  *   TXT whoami.<zone>           -> "NAME"
  *   TXT client.<zone>           -> "<ip> <port>" of the client as the backend
  *                                  sees it (query.src.address/.port)
@@ -179,11 +179,12 @@ function aTarget(rel) {
         if (n >= 1 && n <= 254)
             return ('192.0.2.' + n);
     }
-    var h = /^h(0|[1-9][0-9]{0,4})$/.exec(rel);
+    var h = /^h([0-9]+)$/.exec(rel);
     if (h !== null) {
         var k = parseInt(h[1], 10);
-        return ('10.' + (k >> 16) + '.' + ((k >> 8) & 255) + '.' +
-            (k & 255));
+        if (k <= 99999)
+            return ('10.' + (k >> 16) + '.' + ((k >> 8) & 255) + '.' +
+                (k & 255));
     }
     return (null);
 }
