@@ -18,6 +18,7 @@
 
 mod sim {
     pub mod backend;
+    pub mod cached;
     pub mod dns;
     pub mod invariants;
     pub mod rng;

@@ -62,6 +62,50 @@ pub struct Config {
     /// `--hedge-budget`: hedges allowed, in percent of the queries
     /// forwarded (over the last ten seconds).
     pub hedge_budget_percent: u32,
+    /// `--cache-size` and the other cache flags.
+    pub cache: CacheConfig,
+}
+
+/// The packet cache's settings ([`crate::core::cache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// `--cache-size`: entries at most; 0 turns the cache off.
+    pub entries: usize,
+    /// `--cache-max-bytes`: bytes at most.
+    pub max_bytes: usize,
+    /// `--cache-max-ttl`, seconds: the longest a positive answer is kept.
+    pub max_ttl: u32,
+    /// `--cache-max-negative-ttl`, seconds: the longest a negative answer
+    /// is kept (0: none is).
+    pub max_negative_ttl: u32,
+    /// `--serve-stale`: how long past its TTL an entry may still answer
+    /// when no backend can; zero turns serving stale off.
+    pub serve_stale: Duration,
+    /// `--stale-ttl`, seconds: the TTL of every record in a stale answer.
+    pub stale_ttl: u32,
+}
+
+/// dnsdist's default `maxTTL`: a day.
+pub const DEFAULT_CACHE_MAX_TTL: u32 = 86_400;
+/// dnsdist's default `maxNegativeTTL`: an hour (RFC 2308 5 suggests one
+/// to three hours at most).
+pub const DEFAULT_CACHE_MAX_NEGATIVE_TTL: u32 = 3_600;
+/// RFC 8767 4 suggests 30 s for the TTL of stale answers.
+pub const DEFAULT_STALE_TTL: u32 = 30;
+/// 64 MiB: room for a few hundred thousand typical answers.
+pub const DEFAULT_CACHE_MAX_BYTES: usize = 64 << 20;
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            entries: 0,
+            max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            max_ttl: DEFAULT_CACHE_MAX_TTL,
+            max_negative_ttl: DEFAULT_CACHE_MAX_NEGATIVE_TTL,
+            serve_stale: Duration::ZERO,
+            stale_ttl: DEFAULT_STALE_TTL,
+        }
+    }
 }
 
 /// `--hedge-after`: when a query still unanswered is sent once more, to the
@@ -169,6 +213,7 @@ impl Config {
             rate_limit_slip: DEFAULT_RATE_LIMIT_SLIP,
             hedge_after: HedgeAfter::Adaptive,
             hedge_budget_percent: DEFAULT_HEDGE_BUDGET_PERCENT,
+            cache: CacheConfig::default(),
         }
     }
 }

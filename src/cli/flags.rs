@@ -204,6 +204,43 @@ pub(super) fn options() -> Options {
         "hedges at most this percent of the queries forwarded (over 10s, plus 10/s) (default 10)",
         "PERCENT",
     );
+    o.optopt(
+        "",
+        "cache-size",
+        "answer repeated UDP queries from a cache of at most N answers (default 0: no cache)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "cache-max-bytes",
+        "bytes the cache may hold at most (default 67108864)",
+        "BYTES",
+    );
+    o.optopt(
+        "",
+        "cache-max-ttl",
+        "longest a positive answer is cached (default 86400s)",
+        "DURATION",
+    );
+    o.optopt(
+        "",
+        "cache-max-negative-ttl",
+        "longest an NXDOMAIN or NODATA answer is cached; 0: never (default 3600s)",
+        "DURATION",
+    );
+    o.optopt(
+        "",
+        "serve-stale",
+        "when no backend can answer, answer from a cache entry expired less than this ago \
+         (default 0: never)",
+        "DURATION",
+    );
+    o.optopt(
+        "",
+        "stale-ttl",
+        "TTL of the records in a stale answer (default 30s)",
+        "DURATION",
+    );
     o.optmulti(
         "",
         "allow",

@@ -21,9 +21,11 @@ use std::path::PathBuf;
 use crate::acl::{AclAction, parse_network};
 
 pub use config::{
-    Config, DEFAULT_BACKEND_QUEUE_BYTES, DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_PER_BACKEND,
-    DEFAULT_MAX_REMOTES, DEFAULT_MAX_TCP_SESSIONS, DEFAULT_STATS_MODE, DEFAULT_SYNTH_RATE,
-    DEFAULT_UDP_RECV_BUFFER, HedgeAfter, NoBackend, OnTimeout,
+    CacheConfig, Config, DEFAULT_BACKEND_QUEUE_BYTES, DEFAULT_CACHE_MAX_BYTES,
+    DEFAULT_CACHE_MAX_NEGATIVE_TTL, DEFAULT_CACHE_MAX_TTL, DEFAULT_MAX_INFLIGHT,
+    DEFAULT_MAX_INFLIGHT_PER_BACKEND, DEFAULT_MAX_REMOTES, DEFAULT_MAX_TCP_SESSIONS,
+    DEFAULT_STALE_TTL, DEFAULT_STATS_MODE, DEFAULT_SYNTH_RATE, DEFAULT_UDP_RECV_BUFFER, HedgeAfter,
+    NoBackend, OnTimeout,
 };
 pub use error::CliError;
 pub use flags::usage;
@@ -182,6 +184,7 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
                 })?;
         }
     }
+    parse_cache_flags(&m, &mut c.cache)?;
     if let Some(path) = m.opt_str("S") {
         let path = PathBuf::from(path);
         if inside_dir(&path, &c.socket_dir) {
@@ -210,6 +213,47 @@ pub fn parse(args: &[String], env_level: Option<&str>) -> Result<Command, CliErr
         );
     }
     Ok(Command::Run(Box::new(c)))
+}
+
+/// The packet cache's flags.
+fn parse_cache_flags(m: &getopts::Matches, c: &mut CacheConfig) -> Result<(), CliError> {
+    let count = |flag: &'static str, v: String, min: usize| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= min)
+            .ok_or(CliError::BadCount { flag, value: v })
+    };
+    if let Some(v) = m.opt_str("cache-size") {
+        c.entries = count("cache-size", v, 0)?;
+    }
+    if let Some(v) = m.opt_str("cache-max-bytes") {
+        c.max_bytes = count("cache-max-bytes", v, 1)?;
+    }
+    // TTLs: a duration, kept in whole seconds.
+    let seconds = |flag: &'static str, v: String, min: u64| {
+        parse_duration(&v)
+            .map(|d| d.as_secs())
+            .filter(|s| *s >= min)
+            .and_then(|s| u32::try_from(s).ok())
+            .ok_or(CliError::BadDuration { flag, value: v })
+    };
+    for (flag, field, min) in [
+        ("cache-max-ttl", &mut c.max_ttl, 1),
+        ("cache-max-negative-ttl", &mut c.max_negative_ttl, 0),
+        ("stale-ttl", &mut c.stale_ttl, 1),
+    ] {
+        if let Some(v) = m.opt_str(flag) {
+            *field = seconds(flag, v, min)?;
+        }
+    }
+    if let Some(v) = m.opt_str("serve-stale") {
+        c.serve_stale = parse_duration(&v).ok_or(CliError::BadDuration {
+            flag: "serve-stale",
+            value: v.clone(),
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -304,6 +348,31 @@ mod tests {
         assert!(e("-s").contains('s'));
         assert!(e("-s /d --heartbeat-timeout soon").contains("heartbeat-timeout"));
         assert!(e("-s /d stray").contains("stray"));
+    }
+
+    #[test]
+    fn cache_flags() {
+        let c = run("-s /d", None).unwrap();
+        assert_eq!(c.cache, CacheConfig::default());
+        assert_eq!(c.cache.entries, 0, "off by default");
+        let c = run(
+            "-s /d --cache-size 1000 --cache-max-bytes 4096 --cache-max-ttl 5m \
+             --cache-max-negative-ttl 0 --serve-stale 1h --stale-ttl 10",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.cache.entries, 1000);
+        assert_eq!(c.cache.max_bytes, 4096);
+        assert_eq!(c.cache.max_ttl, 300);
+        assert_eq!(c.cache.max_negative_ttl, 0);
+        assert_eq!(c.cache.serve_stale, Duration::from_secs(3600));
+        assert_eq!(c.cache.stale_ttl, 10);
+        let e = |s| run(s, None).unwrap_err().to_string();
+        assert!(e("-s /d --cache-size lots").contains("cache-size"));
+        assert!(e("-s /d --cache-max-bytes 0").contains("cache-max-bytes"));
+        assert!(e("-s /d --cache-max-ttl 0").contains("cache-max-ttl"));
+        assert!(e("-s /d --stale-ttl 500ms").contains("stale-ttl"));
+        assert!(e("-s /d --serve-stale forever").contains("serve-stale"));
     }
 
     #[test]

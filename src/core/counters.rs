@@ -10,8 +10,9 @@
 //! every counter appears there exactly once).
 //!
 //! Every client datagram is counted once by what became of it:
-//! `udp_received` = `udp_forwarded` + the `dropped_*` counters
-//! ([`Counters::udp_dropped`]).  A query dropped for want of a backend may
+//! `udp_received` = `udp_forwarded` + `cache_hits` +
+//! `cache_stale_no_backend` + the `dropped_*` counters
+//! ([`Counters::udp_dropped`], [`Counters::udp_from_cache`]).  A query dropped for want of a backend may
 //! still be answered by the balancer (`no_backend_answers`, a part of
 //! `dropped_no_backend`).  The simulation checks that sum after every step.
 
@@ -121,6 +122,29 @@ declare_counters! {
     hedge_no_target => "mname_balancer_hedges_not_sent" reason "no_target";
     /// The slower answer to a hedged query (not sent: the client has one).
     hedge_losers => "mname_balancer_answers_dropped" reason "hedge_loser";
+    /// UDP queries answered from the packet cache (`--cache-size`).
+    cache_hits => "mname_balancer_cache_answers" reason "hit";
+    /// UDP queries no backend could take, answered from an expired cache
+    /// entry (`--serve-stale`) instead of SERVFAIL.
+    cache_stale_no_backend => "mname_balancer_cache_answers" reason "stale_no_backend";
+    /// Timed-out queries answered from an expired (or fresh) cache entry
+    /// instead of SERVFAIL.
+    cache_stale_timeout => "mname_balancer_cache_answers" reason "stale_timeout";
+    /// Cacheable queries the cache had no fresh answer for (sent on to a
+    /// backend).
+    cache_misses => "mname_balancer_cache_misses";
+    /// Queries the cache cannot answer (not a plain one-question QUERY,
+    /// signed, or with a Client Subnet option).
+    cache_bypassed => "mname_balancer_cache_bypassed";
+    /// Backend answers kept in the cache.
+    cache_stored => "mname_balancer_cache_stored";
+    /// Backend answers to cacheable queries not kept (TC, SERVFAIL, no
+    /// TTL, ...).
+    cache_not_stored => "mname_balancer_cache_not_stored";
+    /// Entries evicted to make room (least recently used first).
+    cache_evictions => "mname_balancer_cache_evictions";
+    /// Entries forgotten by a flush (`cache flush`, SIGUSR2).
+    cache_flushed => "mname_balancer_cache_flushed";
     /// Queries from new clients served without a remote: the table was at
     /// `--max-remotes`.
     untracked_queries => "mname_balancer_untracked_queries";
@@ -178,6 +202,11 @@ impl Counters {
     /// Client datagrams dropped for any reason.
     pub fn udp_dropped(&self) -> u64 {
         self.family_sum("mname_balancer_udp_dropped")
+    }
+
+    /// Client datagrams answered from the cache instead of a backend.
+    pub fn udp_from_cache(&self) -> u64 {
+        self.cache_hits + self.cache_stale_no_backend
     }
 
     /// TCP connections closed at accept, whatever the reason.

@@ -25,6 +25,7 @@ use slog::{debug, warn};
 use tokio::time::Instant;
 
 use super::assign::{Assigned, assign_client};
+use super::cache::{Learn, Lookup};
 use super::inflight::{self, HedgeOutcome, QueryKey, Unmatched};
 use super::intake::{self, Refusal};
 use super::{Core, Io, REPEAT_LOG_INTERVAL, synth};
@@ -173,7 +174,31 @@ impl Core {
                 return;
             }
         }
+        if self.cache.is_on() {
+            match self.cache.lookup(dgram.payload(), now) {
+                Lookup::Hit => {
+                    // Counted on the remote, on no backend.
+                    self.counters.cache_hits += 1;
+                    if let Some(rem) = remote {
+                        rem.stats.udp += 1;
+                    }
+                    io.queue_answer(dgram.reply_path, dgram.src, self.cache.answer());
+                    return;
+                }
+                Lookup::Miss => self.counters.cache_misses += 1,
+                Lookup::Bypass(_) => self.counters.cache_bypassed += 1,
+            }
+        }
         let Some(be_id) = backend else {
+            // RFC 8767: an expired answer rather than none.
+            if self.cache.lookup_stale(dgram.payload(), now) {
+                self.counters.cache_stale_no_backend += 1;
+                if let Some(rem) = remote {
+                    rem.stats.udp += 1;
+                }
+                io.queue_answer(dgram.reply_path, dgram.src, self.cache.answer());
+                return;
+            }
             self.counters.dropped_no_backend += 1;
             let rcode = match self.cfg.no_backend {
                 NoBackend::Drop => return,
@@ -330,14 +355,27 @@ impl Core {
         now: Instant,
         io: &mut impl Io,
     ) {
+        let (cache, counters) = (&mut self.cache, &mut self.counters);
         let matched = match intake::dns_id(payload) {
-            Some(dns_id) => self.inflight.answer(
+            Some(dns_id) => self.inflight.answer_and(
                 QueryKey {
                     client: dest,
                     id: dns_id,
                 },
                 id,
                 payload,
+                |query| {
+                    if cache.is_on() {
+                        match cache.learn(query, payload, now) {
+                            Learn::Stored { evicted } => {
+                                counters.cache_stored += 1;
+                                counters.cache_evictions += evicted;
+                            }
+                            Learn::NotKept(_) => counters.cache_not_stored += 1,
+                            Learn::Bypassed => {}
+                        }
+                    }
+                },
             ),
             None => Err(Unmatched::Unsolicited),
         };

@@ -106,7 +106,7 @@ pub(crate) fn skip_record(msg: &[u8], at: usize) -> Option<(usize, u16, u16, u32
 
 /// Where the name at `at` ends in the message (after its root octet, or
 /// after its first compression pointer), if it is a valid name.
-fn skip_name(msg: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn skip_name(msg: &[u8], start: usize) -> Option<usize> {
     // Octets in labels plus one per label; hickory refuses 255 or more.
     let mut length = 0usize;
     let mut pos = start;

@@ -33,6 +33,7 @@
 //! it fails if a file under `src/core/` names an I/O or clock API.
 
 mod assign;
+pub mod cache;
 mod control;
 pub mod counters;
 mod datagrams;
@@ -110,6 +111,8 @@ pub enum Signal {
     Rescan,
     /// SIGUSR1: log every counter.
     DumpCounters,
+    /// SIGUSR2: empty the packet cache.
+    FlushCache,
 }
 
 /// Where the balancer stands in its life.
@@ -186,12 +189,15 @@ pub struct Core {
     hedging: hedge::Hedging,
     /// Scratch for the queries due for a hedge (kept to reuse its memory).
     hedges_due: Vec<inflight::QueryKey>,
+    /// `--cache-size`: answers kept to answer repeats, and to serve stale.
+    cache: cache::PacketCache,
 }
 
 impl Core {
     /// A core for `config`, starting at `now`.  Call [`Core::start`] next.
     pub fn new(config: Config, log: Logger, now: Instant) -> Core {
         let hedging = hedge::Hedging::new(config.hedge_after, config.hedge_budget_percent);
+        let packet_cache = cache::PacketCache::new(config.cache);
         let inflight = inflight::InFlight::new(
             inflight::Limits {
                 total: config.max_inflight,
@@ -220,6 +226,7 @@ impl Core {
             remotes_peak: 0,
             hedging,
             hedges_due: Vec::new(),
+            cache: packet_cache,
         }
     }
 
@@ -326,7 +333,24 @@ impl Core {
                 io.scan_directory();
             }
             Signal::DumpCounters => self.log_counters(),
+            Signal::FlushCache => {
+                self.flush_cache("SIGUSR2");
+            }
         }
+    }
+
+    /// Empty the packet cache, asked `by` a signal or a stats request;
+    /// returns how many entries it held.
+    pub fn flush_cache(&mut self, by: &str) -> usize {
+        let n = self.cache.flush();
+        self.counters.cache_flushed += n as u64;
+        info!(self.log, "cache flushed"; "by" => by, "entries" => n);
+        n
+    }
+
+    /// The packet cache's size and bounds.
+    pub fn cache_view(&self) -> cache::CacheView {
+        self.cache.view()
     }
 
     /// While draining: exit once no query is in flight and no TCP session

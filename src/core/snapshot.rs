@@ -198,6 +198,8 @@ pub struct Summary {
     /// shell fills it in: the log queue is not the core's).
     pub log_records_dropped: u64,
     pub counters: Counters,
+    /// The packet cache's size and bounds (all 0 when it is off).
+    pub cache: super::cache::CacheView,
     pub backends: Vec<BackendView>,
 }
 
@@ -215,6 +217,7 @@ impl Core {
             draining: self.phase != Phase::Serving,
             log_records_dropped: 0,
             counters: self.counters.clone(),
+            cache: self.cache.view(),
             backends: self
                 .backends
                 .iter()

@@ -134,7 +134,12 @@ impl Core {
             if let Some(be) = self.backends.get_mut(e.backend) {
                 be.stats.timeouts += 1;
             }
-            if self.cfg.on_timeout == OnTimeout::ServFail
+            if self.cache.lookup_stale(e.message(), now) {
+                // RFC 8767: an expired answer rather than SERVFAIL.
+                if io.send_synthesized(e.reply_path, e.key.client, self.cache.answer()) {
+                    self.counters.cache_stale_timeout += 1;
+                }
+            } else if self.cfg.on_timeout == OnTimeout::ServFail
                 && let Some(answer) = synth::error_answer(e.message(), ResponseCode::ServFail)
                 && io.send_synthesized(e.reply_path, e.key.client, &answer)
             {

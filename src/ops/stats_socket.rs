@@ -213,6 +213,10 @@ pub enum Request {
     Summary,
     Backend(BackendId),
     Remote(IpAddr),
+    /// The packet cache's size, bounds and counters.
+    Cache,
+    /// Empty the packet cache.
+    CacheFlush,
 }
 
 impl Request {
@@ -221,6 +225,8 @@ impl Request {
         let request = match (words.next(), words.next()) {
             (None | Some("snapshot"), None) => Request::Snapshot,
             (Some("summary"), None) => Request::Summary,
+            (Some("cache"), None) => Request::Cache,
+            (Some("cache"), Some("flush")) => Request::CacheFlush,
             (Some("backend"), Some(id)) => Request::Backend(
                 id.parse()
                     .map_err(|_| format!("invalid backend id \"{id}\""))?,
@@ -234,6 +240,31 @@ impl Request {
         match words.next() {
             None => Ok(request),
             Some(extra) => Err(format!("unexpected \"{extra}\" in request")),
+        }
+    }
+}
+
+/// The answer to `cache`: the cache's size and bounds, and its counters.
+#[derive(Serialize)]
+struct CacheDoc {
+    version: u32,
+    cache: crate::core::cache::CacheView,
+    counters: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl CacheDoc {
+    fn of(summary: &crate::core::snapshot::Summary) -> Self {
+        let c = &summary.counters;
+        let counters = crate::core::Counters::INFO
+            .iter()
+            .zip(c.values())
+            .filter(|(info, _)| info.name.starts_with("cache_"))
+            .map(|(info, v)| (info.name, v))
+            .collect();
+        CacheDoc {
+            version: STATS_VERSION,
+            cache: summary.cache,
+            counters,
         }
     }
 }
@@ -283,6 +314,23 @@ async fn serve(conn: UnixStream, stats: &StatsHandle) -> io::Result<()> {
     };
     let gone = || io::Error::other("balancer stopping");
     match request {
+        Request::Cache => {
+            let summary = stats.summary().await.ok_or_else(gone)?;
+            write_json(&mut write, &CacheDoc::of(&summary)).await
+        }
+        Request::CacheFlush => {
+            let flushed = stats.flush_cache().await.ok_or_else(gone)?;
+            #[derive(Serialize)]
+            struct Flushed {
+                version: u32,
+                flushed: usize,
+            }
+            let doc = Flushed {
+                version: STATS_VERSION,
+                flushed,
+            };
+            write_json(&mut write, &doc).await
+        }
         Request::Summary => {
             let summary = stats.summary().await.ok_or_else(gone)?;
             write_json(&mut write, &summary).await

@@ -565,7 +565,7 @@ impl Shell {
 
     /// Answer a stats request with a copy of what it asks for.  An asker
     /// that has gone away is no concern of the loop's.
-    fn answer_stats(&self, req: StatsRequest, now: Instant) {
+    fn answer_stats(&mut self, req: StatsRequest, now: Instant) {
         let clock = wall_clock_now();
         match req {
             StatsRequest::Summary(reply) => {
@@ -582,6 +582,9 @@ impl Shell {
             }
             StatsRequest::Remote { ip, reply } => {
                 let _ = reply.send(self.core.remote(ip, &clock));
+            }
+            StatsRequest::FlushCache(reply) => {
+                let _ = reply.send(self.core.flush_cache("stats request"));
             }
         }
     }

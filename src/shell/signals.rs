@@ -2,7 +2,8 @@
 //!
 //! The process signals the balancer acts on, as a stream the event loop
 //! selects on: SIGTERM and SIGINT (drain, then exit), SIGHUP (rescan the
-//! socket directory), SIGUSR1 (log every counter).  What each means is the
+//! socket directory), SIGUSR1 (log every counter), SIGUSR2 (empty the packet
+//! cache).  What each means is the
 //! core's decision ([`crate::core::Signal`]).
 
 use crate::core::Signal;
@@ -14,6 +15,7 @@ pub struct Signals {
     int: Option<tokio::signal::unix::Signal>,
     hup: Option<tokio::signal::unix::Signal>,
     usr1: Option<tokio::signal::unix::Signal>,
+    usr2: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -24,11 +26,12 @@ impl Signals {
             int: signal(SignalKind::interrupt()).ok(),
             hup: signal(SignalKind::hangup()).ok(),
             usr1: signal(SignalKind::user_defined1()).ok(),
+            usr2: signal(SignalKind::user_defined2()).ok(),
         }
     }
 
     /// Hear signals on a task of their own and pass each one on through a
-    /// channel: the loop then waits on one channel instead of polling four
+    /// channel: the loop then waits on one channel instead of polling five
     /// signal streams (and registering with each) at every wake-up.
     pub fn forward(mut self) -> tokio::sync::mpsc::Receiver<Signal> {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -59,6 +62,7 @@ impl Signals {
             _ = recv(&mut self.int) => Signal::Terminate,
             _ = recv(&mut self.hup) => Signal::Rescan,
             _ = recv(&mut self.usr1) => Signal::DumpCounters,
+            _ = recv(&mut self.usr2) => Signal::FlushCache,
         }
     }
 }

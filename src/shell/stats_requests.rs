@@ -9,7 +9,8 @@
 //! A summary (counters and backends) is small.  Remotes can number a
 //! million, so they are asked for in pages ([`StatsRequest::Remotes`],
 //! after a cursor): the loop copies one page per request, and a slow
-//! reader of the stats socket only slows its own task.
+//! reader of the stats socket only slows its own task.  One request
+//! changes state: emptying the packet cache ([`StatsRequest::FlushCache`]).
 
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -45,6 +46,8 @@ pub enum StatsRequest {
         ip: IpAddr,
         reply: oneshot::Sender<Option<RemoteView>>,
     },
+    /// Empty the packet cache; the reply is how many entries it held.
+    FlushCache(oneshot::Sender<usize>),
 }
 
 /// The askers' end of the channel to the loop.
@@ -80,6 +83,11 @@ impl StatsHandle {
 
     pub async fn remote(&self, ip: IpAddr) -> Option<Option<RemoteView>> {
         self.ask(|reply| StatsRequest::Remote { ip, reply }).await
+    }
+
+    /// Empty the packet cache: how many entries it held.
+    pub async fn flush_cache(&self) -> Option<usize> {
+        self.ask(StatsRequest::FlushCache).await
     }
 }
 

@@ -166,7 +166,7 @@ impl SimBackend {
                     Frame::OutboundUdp {
                         addr,
                         port,
-                        payload: &dns::answer_to(payload),
+                        payload: &dns::answer_to(payload, id),
                     }
                     .encode(&mut out);
                     delay = match script {
@@ -201,6 +201,7 @@ impl SimBackend {
     /// socket may deliver them; plus whatever the script adds.
     pub fn due_output(&mut self, now: Instant, rng: &mut Rng) -> Vec<u8> {
         let script = self.script;
+        let id = self.id;
         let Some(link) = self.link.as_mut() else {
             return Vec::new();
         };
@@ -220,7 +221,7 @@ impl SimBackend {
                 Frame::OutboundUdp {
                     addr: client.ip(),
                     port: client.port(),
-                    payload: &dns::answer_to(&query),
+                    payload: &dns::answer_to(&query, id),
                 }
                 .encode(&mut bytes);
             }

@@ -49,6 +49,10 @@ impl World {
             ("hedge_wins", c.hedge_wins),
             ("hedge_losers", c.hedge_losers),
             ("hedge_budget_exhausted", c.hedge_budget_exhausted),
+            ("cache_hits", c.cache_hits),
+            ("cache_stale_no_backend", c.cache_stale_no_backend),
+            ("cache_stale_timeout", c.cache_stale_timeout),
+            ("cache_evictions", c.cache_evictions),
             ("tcp_dropped_no_backend", c.tcp_dropped_no_backend),
             ("tcp_dropped_session_limit", c.tcp_dropped_session_limit),
             ("tcp_dropped_per_client", c.tcp_dropped_per_client),
@@ -80,9 +84,10 @@ impl World {
             ));
         }
         let dropped = c.udp_dropped();
-        if c.udp_received != c.udp_forwarded + dropped {
+        let cached = c.udp_from_cache();
+        if c.udp_received != c.udp_forwarded + cached + dropped {
             v.push(format!(
-                "received {} != forwarded {} + dropped {dropped} ({c:?})",
+                "received {} != forwarded {} + from cache {cached} + dropped {dropped} ({c:?})",
                 c.udp_received, c.udp_forwarded
             ));
         }

@@ -20,16 +20,16 @@ use super::rng::Rng;
 use super::tcp::SimSession;
 
 /// A query as the invariants know it: the client's address and DNS id.
-type Key = (SocketAddr, u16);
+pub(super) type Key = (SocketAddr, u16);
 
 /// An answer the core sent (or queued) to a client.
 pub(super) struct Delivery {
-    dest: SocketAddr,
-    payload: Vec<u8>,
+    pub(super) dest: SocketAddr,
+    pub(super) payload: Vec<u8>,
     /// Made by the balancer (SERVFAIL, REFUSED), not by a backend.
-    synthesized: bool,
+    pub(super) synthesized: bool,
     /// The backend whose bytes were being read when it was queued.
-    from: Option<u32>,
+    pub(super) from: Option<u32>,
 }
 
 /// Everything the core's outputs touch, recorded.
@@ -140,6 +140,12 @@ pub struct World {
     pub(super) datagrams: u64,
     pub(super) asks: HashMap<Key, u32>,
     pub(super) answers: HashMap<Key, u32>,
+    /// The questions (as spelled) each client asked with each id: the last
+    /// few.
+    pub(super) asked_questions: HashMap<Key, Vec<Vec<u8>>>,
+    /// Answers backends gave clients, by question (folded to lower case):
+    /// when the core passed each on, and its records; the last few.
+    pub(super) given: HashMap<Vec<u8>, Vec<(Instant, Vec<u8>)>>,
     /// Queries each backend received, ever: (backend, client, id).
     pub(super) received: HashMap<(u32, SocketAddr, u16), u32>,
     /// Times each query reached any backend.
@@ -165,6 +171,11 @@ fn config(rng: &mut Rng) -> Config {
     // than the sim backends' slowest answers; a budget that binds or not.
     let hedge_after = *rng.pick(&["0", "auto", "20ms"]);
     let hedge_budget = *rng.pick(&["10", "1", "100"]);
+    // The packet cache off (the default), tiny (evicting all the time) or
+    // roomy; serving stale or not; TTLs as the backends give them or cut.
+    let cache_size = *rng.pick(&["0", "1", "1000"]);
+    let serve_stale = *rng.pick(&["0", "3s"]);
+    let cache_max_ttl = *rng.pick(&["86400", "2"]);
     let args: Vec<String> = [
         "-s",
         "/sim",
@@ -234,6 +245,14 @@ fn config(rng: &mut Rng) -> Config {
         max_remotes,
         "--max-qps-per-client",
         max_qps,
+        "--cache-size",
+        cache_size,
+        "--serve-stale",
+        serve_stale,
+        "--cache-max-ttl",
+        cache_max_ttl,
+        "--stale-ttl",
+        "7",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -283,6 +302,8 @@ impl World {
             datagrams: 0,
             asks: HashMap::new(),
             answers: HashMap::new(),
+            asked_questions: HashMap::new(),
+            given: HashMap::new(),
             received: HashMap::new(),
             forwarded: HashMap::new(),
             forwarded_now: Vec::new(),
@@ -350,6 +371,13 @@ impl World {
             // balancer itself (TC=1, FORMERR).
             if let Some(id) = dns::id_of(&message) {
                 *self.asks.entry((src, id)).or_default() += 1;
+                if let Some(end) = dns::question_end(&message) {
+                    let asked = self.asked_questions.entry((src, id)).or_default();
+                    asked.push(message[12..end].to_vec());
+                    if asked.len() > 8 {
+                        asked.remove(0);
+                    }
+                }
             }
             // The receive buffer keeps 4096 bytes; longer datagrams are
             // cut, their length reported whole.
@@ -539,10 +567,20 @@ impl World {
                 d.dest
             ));
         }
-        if !d.synthesized && d.from.is_none() {
-            self.env
-                .violations
-                .push("a backend answer from no backend".into());
+        let from_cache = match (d.from, d.synthesized) {
+            (None, false) => true,
+            // A stale answer to a query that timed out is sent at once,
+            // as SERVFAIL would have been.
+            (None, true) => {
+                d.payload.get(3).is_some_and(|f| f & 0x0f == 0)
+                    && d.payload.get(6..8).is_some_and(|n| n != [0, 0])
+            }
+            (Some(_), _) => false,
+        };
+        if from_cache {
+            self.check_cached(d, key);
+        } else if d.from.is_some() {
+            self.remember_given(d);
         }
     }
 }

@@ -6,14 +6,21 @@
 //!
 //! For zone `example.com` it answers:
 //! - `A example.com`, `A www.example.com` -> 192.0.2.1; `A aN.example.com`
-//!   -> 192.0.2.N (N in 1..=254);
+//!   -> 192.0.2.N (N in 1..=254); `A hN.example.com` -> 10.x.y.z, N's
+//!   three low octets (N in 0..=99999: a large set of names, for cache
+//!   benchmarks);
 //! - `TXT whoami.example.com` -> the backend's name, so anyone can see which
 //!   backend served them;
 //! - `TXT client.example.com` -> "IP PORT" of the client as the backend saw
 //!   it (the balancer passes the real client address on);
 //! - `TXT big.example.com` -> about 4 KB of TXT records, too big for UDP, so
 //!   the UDP answer is truncated (TC set) and the client retries over TCP;
-//! - any other name in the zone: NXDOMAIN; outside it: REFUSED.
+//! - `TXT mid.example.com` -> about 1,250 bytes of TXT records: whole to a
+//!   client with an EDNS buffer of 1,400, truncated below that;
+//! - any other name in the zone: NXDOMAIN; outside it: REFUSED.  A name
+//!   that exists without the type asked for gets NOERROR and no answer
+//!   (NODATA).  Both negative answers carry the zone's SOA in the authority
+//!   section (TTL 60, MINIMUM 30), so a cache keeps them 30 s (RFC 2308).
 //!
 //! And it answers as the RFCs ask, since it is the reference for anyone
 //! writing a backend with this library: CD is copied into every answer
@@ -32,11 +39,14 @@ use crate::cookies::{COOKIE_OPTION, CookieSecret, RequestCookie, now_secs};
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
-use hickory_proto::rr::rdata::{A, TXT};
+use hickory_proto::rr::rdata::{A, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// TTL of every demo record.
 const TTL: u32 = 60;
+
+/// The SOA's MINIMUM: how long a negative answer may be cached.
+const NEGATIVE_TTL: u32 = 30;
 
 /// Largest UDP answer without EDNS (RFC 1035).
 const CLASSIC_UDP_MAX: usize = 512;
@@ -50,6 +60,9 @@ pub struct DemoZone {
     pub backend_name: String,
     /// Makes and checks Server Cookies.
     cookies: CookieSecret,
+    /// The SOA's MINIMUM field: how long a negative answer may be cached
+    /// (30 s unless a test sets it).
+    pub soa_minimum: u32,
 }
 
 /// Which transport a query came over: UDP answers are truncated to fit.
@@ -71,6 +84,7 @@ impl DemoZone {
             origin: origin.to_lowercase(),
             backend_name: backend_name.to_string(),
             cookies: CookieSecret::random(),
+            soa_minimum: NEGATIVE_TTL,
         })
     }
 
@@ -158,8 +172,12 @@ impl DemoZone {
                     resp.metadata.authoritative = false;
                 } else {
                     match self.records(&name, q.query_type(), client) {
-                        Some(records) => resp.answers = records,
-                        None => resp.metadata.response_code = ResponseCode::NXDomain,
+                        Some(records) if !records.is_empty() => resp.answers = records,
+                        Some(_) => resp.authorities = vec![self.soa()],
+                        None => {
+                            resp.metadata.response_code = ResponseCode::NXDomain;
+                            resp.authorities = vec![self.soa()];
+                        }
                     }
                 }
             }
@@ -189,6 +207,20 @@ impl DemoZone {
         short.to_vec().ok()
     }
 
+    /// The zone's SOA, for negative answers (RFC 2308 3).
+    fn soa(&self) -> Record {
+        let soa = SOA::new(
+            self.label("ns"),
+            self.label("hostmaster"),
+            1,
+            3600,
+            600,
+            86400,
+            self.soa_minimum,
+        );
+        Record::from_rdata(self.origin.clone(), TTL, RData::SOA(soa))
+    }
+
     /// The records for `name`/`rtype`, `None` if the name does not exist.
     fn records(&self, name: &Name, rtype: RecordType, client: SocketAddr) -> Option<Vec<Record>> {
         let txt = |strings: Vec<String>| {
@@ -216,6 +248,12 @@ impl DemoZone {
             let seen = format!("{} {}", client.ip(), client.port());
             return want(RecordType::TXT, txt(vec![seen]));
         }
+        if *name == self.label("mid") {
+            let records = (0..11)
+                .flat_map(|i| txt(vec![format!("{i:02}-{}", "m".repeat(97))]))
+                .collect();
+            return want(RecordType::TXT, records);
+        }
         if *name == self.label("big") {
             let strings = (0..40)
                 .map(|i| format!("{i:02}-{}", "x".repeat(97)))
@@ -225,6 +263,17 @@ impl DemoZone {
         }
         let first = name.iter().next()?;
         let host = std::str::from_utf8(first).ok()?;
+        let one_label = name.num_labels() == self.origin.num_labels() + 1;
+        if let Some(n) = host
+            .strip_prefix('h')
+            .filter(|n| !n.starts_with('+'))
+            .and_then(|n| n.parse::<u32>().ok())
+            && one_label
+            && n <= 99_999
+        {
+            let [_, x, y, z] = n.to_be_bytes();
+            return want(RecordType::A, a(Ipv4Addr::new(10, x, y, z)));
+        }
         let numbered = host.strip_prefix('a').and_then(|n| n.parse::<u8>().ok());
         if let Some(n) = numbered
             && name.num_labels() == self.origin.num_labels() + 1

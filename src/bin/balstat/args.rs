@@ -17,6 +17,10 @@ pub(crate) enum Query {
     Summary,
     Backend(u32),
     Remote(IpAddr),
+    /// The packet cache: its size, bounds and counters.
+    Cache,
+    /// Empty the packet cache.
+    CacheFlush,
 }
 
 impl Query {
@@ -27,6 +31,8 @@ impl Query {
             Query::Summary => "summary\n".to_string(),
             Query::Backend(id) => format!("backend {id}\n"),
             Query::Remote(ip) => format!("remote {ip}\n"),
+            Query::Cache => "cache\n".to_string(),
+            Query::CacheFlush => "cache flush\n".to_string(),
         }
     }
 }
@@ -70,7 +76,7 @@ fn options() -> Options {
 /// The text `-h` prints.
 pub(crate) fn usage() -> String {
     options().usage(
-        "Usage: balstat -S PATH [--json] [-w SECONDS [-n COUNT]] [summary | backend ID | remote IP]\n\n\
+        "Usage: balstat -S PATH [--json] [-w SECONDS [-n COUNT]] [summary | backend ID | remote IP | cache [flush]]\n\n\
          Shows the backends and remote peers of a running mname-balancer, read from\n\
          its stats socket (mname-balancer -S PATH).  With no request: every backend\n\
          and every remote.  Times of remotes are ages (\"12s ago\") at the moment\n\
@@ -92,6 +98,8 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
     let query = match words.as_slice() {
         [] | ["snapshot"] => Query::Snapshot,
         ["summary"] => Query::Summary,
+        ["cache"] => Query::Cache,
+        ["cache", "flush"] => Query::CacheFlush,
         ["backend", id] => Query::Backend(
             id.parse()
                 .map_err(|_| format!("invalid backend id \"{id}\" (a number, such as 5300)"))?,
@@ -102,12 +110,17 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
         ),
         ["backend"] => return Err("\"backend\" needs an id (backend 5300)".into()),
         ["remote"] => return Err("\"remote\" needs an IP address (remote 192.0.2.1)".into()),
-        [first, .., last] if matches!(*first, "snapshot" | "summary" | "backend" | "remote") => {
+        [first, .., last]
+            if matches!(
+                *first,
+                "snapshot" | "summary" | "backend" | "remote" | "cache"
+            ) =>
+        {
             return Err(format!("unexpected argument \"{last}\""));
         }
         [first, ..] => {
             return Err(format!(
-                "unknown request \"{first}\" (summary, backend ID or remote IP)"
+                "unknown request \"{first}\" (summary, backend ID, remote IP or cache)"
             ));
         }
     };

@@ -11,6 +11,8 @@
 //! balstat -S PATH [--json] [-w SECONDS [-n COUNT]] summary     backends only
 //! balstat -S PATH [--json] [-w SECONDS [-n COUNT]] backend ID  one backend
 //! balstat -S PATH [--json] [-w SECONDS [-n COUNT]] remote IP   one remote
+//! balstat -S PATH [--json] [-w SECONDS [-n COUNT]] cache       the packet cache
+//! balstat -S PATH [--json] cache flush                         empty it
 //! ```
 //!
 //! Everything it reads comes from another process: nothing from the

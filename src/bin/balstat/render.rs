@@ -187,6 +187,15 @@ const REMOTE_FIELDS: &[&str] = &[
     "last_seen_ms",
 ];
 
+/// The cache's fields, in the order shown.
+const CACHE_FIELDS: &[&str] = &[
+    "entries",
+    "max_entries",
+    "bytes",
+    "max_bytes",
+    "serve_stale_us",
+];
+
 /// One object as `key  value` lines.  Times (`*_ms`) are shown as UTC and
 /// as an age, durations (`*_us`) in ms or s, histograms in one line.
 fn render_object(obj: &Map<String, Value>, order: &[&str]) -> String {
@@ -242,5 +251,15 @@ pub(crate) fn render(args: &Args, raw: &str, doc: &Value) -> String {
         Query::Snapshot | Query::Summary => render_snapshot(doc),
         Query::Backend(_) => inner("backend", BACKEND_FIELDS),
         Query::Remote(_) => inner("remote", REMOTE_FIELDS),
+        Query::Cache => {
+            let mut out = inner("cache", CACHE_FIELDS);
+            out.push('\n');
+            out.push_str(&inner("counters", &[]));
+            out
+        }
+        Query::CacheFlush => match doc.get("flushed").and_then(Value::as_u64) {
+            Some(n) => format!("flushed {n} entries\n"),
+            None => "(the answer has no \"flushed\" count)\n".to_string(),
+        },
     }
 }

@@ -303,6 +303,18 @@ impl InFlight {
         backend: BackendId,
         payload: &[u8],
     ) -> Result<Answered, Unmatched> {
+        self.answer_and(key, backend, payload, |_| {})
+    }
+
+    /// [`InFlight::answer`], calling `with_query` with the client's query
+    /// when the answer is matched (the packet cache learns from the pair).
+    pub fn answer_and(
+        &mut self,
+        key: QueryKey,
+        backend: BackendId,
+        payload: &[u8],
+        with_query: impl FnOnce(&[u8]),
+    ) -> Result<Answered, Unmatched> {
         if !self.settled.is_empty() && self.settled.get(&key).is_some_and(|s| s.loser == backend) {
             let live = self.index.get(&key).is_some_and(|&slot| {
                 let e = &self.slots[slot];
@@ -332,6 +344,7 @@ impl InFlight {
                         (e.sent_at, HedgeOutcome::FirstWon)
                     }
                 };
+                with_query(e.message());
                 let answered = Answered {
                     reply_path: e.reply_path,
                     sent_at,

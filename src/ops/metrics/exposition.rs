@@ -186,6 +186,15 @@ fn encode_summary(s: &Summary, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
     one(enc, &TCP_ACCEPTED, Counter(c.tcp_accepted))?;
     labelled(enc, &TCP_DROPPED, reasons(&TCP_DROPPED))?;
     labelled(enc, &TCP_CLOSED, reasons(&TCP_CLOSED))?;
+    one(enc, &CACHE_ENTRIES, Gauge(s.cache.entries as u64))?;
+    one(enc, &CACHE_BYTES, Gauge(s.cache.bytes as u64))?;
+    labelled(enc, &CACHE_ANSWERS, reasons(&CACHE_ANSWERS))?;
+    one(enc, &CACHE_MISSES, Counter(c.cache_misses))?;
+    one(enc, &CACHE_BYPASSED, Counter(c.cache_bypassed))?;
+    one(enc, &CACHE_STORED, Counter(c.cache_stored))?;
+    one(enc, &CACHE_NOT_STORED, Counter(c.cache_not_stored))?;
+    one(enc, &CACHE_EVICTIONS, Counter(c.cache_evictions))?;
+    one(enc, &CACHE_FLUSHED, Counter(c.cache_flushed))?;
 
     let backends: Vec<(String, &BackendView)> =
         s.backends.iter().map(|b| (b.id.to_string(), b)).collect();

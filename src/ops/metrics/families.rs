@@ -117,6 +117,24 @@ metrics! {
         "Client TCP connections closed at once, by reason.";
     TCP_CLOSED: COUNTER "mname_balancer_tcp_closed" None, ["reason"]
         "Client TCP sessions that ended, by reason (idle, read_timeout, evicted, a bad message ...).";
+    CACHE_ENTRIES: GAUGE "mname_balancer_cache_entries" None, []
+        "Answers in the packet cache now (0 when --cache-size is 0).";
+    CACHE_BYTES: GAUGE "mname_balancer_cache_bytes" None, []
+        "Bytes the packet cache holds now, as counted against --cache-max-bytes.";
+    CACHE_ANSWERS: COUNTER "mname_balancer_cache_answers" None, ["reason"]
+        "UDP queries answered from the packet cache, by reason (hit: fresh; stale_no_backend, stale_timeout: --serve-stale).";
+    CACHE_MISSES: COUNTER "mname_balancer_cache_misses" None, []
+        "Cacheable UDP queries the cache had no fresh answer for.";
+    CACHE_BYPASSED: COUNTER "mname_balancer_cache_bypassed" None, []
+        "UDP queries the cache cannot answer (not a plain one-question QUERY, signed, or with Client Subnet).";
+    CACHE_STORED: COUNTER "mname_balancer_cache_stored" None, []
+        "Backend answers kept in the packet cache.";
+    CACHE_NOT_STORED: COUNTER "mname_balancer_cache_not_stored" None, []
+        "Backend answers to cacheable queries not kept (truncated, an error RCODE, TTL 0, no SOA ...).";
+    CACHE_EVICTIONS: COUNTER "mname_balancer_cache_evictions" None, []
+        "Cache entries evicted to make room, least recently used first.";
+    CACHE_FLUSHED: COUNTER "mname_balancer_cache_flushed" None, []
+        "Cache entries forgotten by a flush (stats request cache flush, or SIGUSR2).";
     BACKEND_STATE: INFO "mname_balancer_backend_state" None, ["backend", "state", "path", "ipv6"]
         "Each backend's connection state, socket and whether it speaks the IPv6 extension.";
     BACKEND_UP: GAUGE "mname_balancer_backend_up" None, ["backend"]

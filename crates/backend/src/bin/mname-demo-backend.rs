@@ -11,7 +11,9 @@
 //! still answers heartbeats, like a backend whose query handling is wedged),
 //! `--log-queries` prints a JSON line per UDP query received, and
 //! `--cost-us N` spends N microseconds of CPU on each query (a slower
-//! server, for overload benchmarks).
+//! server, for overload benchmarks).  For cache tests, `--servfail-name
+//! NAME` answers UDP queries for NAME SERVFAIL, and `--soa-minimum SECS`
+//! sets how long its negative answers may be cached.
 
 use std::process::ExitCode;
 
@@ -65,6 +67,18 @@ fn getopts_options() -> getopts::Options {
         "US",
     );
     o.optflag("", "log-queries", "test: print a JSON line per UDP query");
+    o.optopt(
+        "",
+        "servfail-name",
+        "test: answer UDP queries for this name SERVFAIL",
+        "NAME",
+    );
+    o.optopt(
+        "",
+        "soa-minimum",
+        "test: the SOA MINIMUM of negative answers, seconds (default 30)",
+        "SECS",
+    );
     o
 }
 
@@ -77,6 +91,8 @@ struct Misbehaviour {
     cost: Option<std::time::Duration>,
     no_answer: bool,
     log_queries: bool,
+    /// Answer queries for this name SERVFAIL (lower case, no final dot).
+    servfail_name: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -110,7 +126,17 @@ fn main() -> ExitCode {
         &m.opt_str("z").unwrap_or_else(|| "example.com".into()),
         &name,
     ) {
-        Ok(z) => z,
+        Ok(mut z) => {
+            match m.opt_str("soa-minimum").map(|s| s.parse::<u32>()) {
+                None => {}
+                Some(Ok(secs)) => z.soa_minimum = secs,
+                Some(Err(_)) => {
+                    eprintln!("mname-demo-backend: --soa-minimum takes seconds");
+                    return ExitCode::from(1);
+                }
+            }
+            z
+        }
         Err(e) => {
             eprintln!("mname-demo-backend: {e}");
             return ExitCode::from(1);
@@ -140,6 +166,9 @@ fn main() -> ExitCode {
         cost,
         no_answer: m.opt_present("no-answer"),
         log_queries: m.opt_present("log-queries"),
+        servfail_name: m
+            .opt_str("servfail-name")
+            .map(|n| n.trim_end_matches('.').to_ascii_lowercase()),
     };
     let parse_addr = |flag: &str| -> Result<Option<std::net::SocketAddr>, String> {
         m.opt_str(flag)
@@ -226,9 +255,15 @@ fn main() -> ExitCode {
                                 std::hint::spin_loop();
                             }
                         }
-                        let Some(a) = zone.answer(&q.message, q.client, Transport::Udp) else {
+                        let Some(mut a) = zone.answer(&q.message, q.client, Transport::Udp) else {
                             continue;
                         };
+                        if let Some(name) = &misbehave.servfail_name
+                            && asks_for(&q.message, name)
+                            && let Some(rcode) = a.get_mut(3)
+                        {
+                            *rcode = (*rcode & 0xf0) | 2;
+                        }
                         let delay = misbehave.delay.filter(|_| {
                             misbehave
                                 .delay_name
