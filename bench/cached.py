@@ -112,7 +112,8 @@ def add_arguments(ap):
                    help=f"targets, in this order (default {','.join(DEFAULT_TARGETS)}; "
                         f"any of {','.join(ALL_TARGETS)})")
     g.add_argument("--warmup", type=float, help="seconds of unmeasured load per target first (default 3; smoke 1)")
-    g.add_argument("--tcp", action="store_true", help="TCP rounds too (after the UDP rounds)")
+    g.add_argument("--tcp", action="store_true",
+                   help="TCP rounds too, after the UDP rounds (the balancer's cache answers UDP only)")
     g.add_argument("--zipf-s", type=float, default=zipf.DEFAULT_S, help="Zipf exponent (default 1.0)")
     g.add_argument("--names", type=int, default=zipf.NAMES, help="distinct names (default 10000)")
     g.add_argument("--query-lines", type=int,
