@@ -592,6 +592,11 @@ def cache_table(summary, kinds, protos, targets):
                 if not s or not s["cache"]:
                     continue
                 c = s["cache"]
+                if not c.get("has_cache_counters"):
+                    rows.append([kind, proto, LABELS[t], "-", "-", "-", "-", "-",
+                                 f"{c['to_backends']:,}" if proto == "udp" or t.startswith("dnsdist") else "-",
+                                 "-"])
+                    continue
                 rows.append([kind, proto, LABELS[t], f"{c['hits']:,}", f"{c['misses']:,}",
                              f"{c['deferred_lookups']:,}" if t.startswith("dnsdist") else "-",
                              f"{c['stale']:,}" if t.startswith("mname") else "-",
