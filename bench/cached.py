@@ -19,6 +19,10 @@ backends and, in front of them:
                           dnsdist's documentation advises, console on loopback
   nginx-nocache           plain ports, bench/peers.py: nginx has no DNS cache,
                           a reference for what the caches buy
+  floor                   bench/floor.c: one thread that sends each query
+                          back with QR set (recvmmsg/sendmmsg), no parsing,
+                          no backend: the least CPU per answer this machine
+                          allows, what a cache hit cannot go below
   mname-balancer-nocache, dnsdist-nocache   (optional, --targets) the same
                           without a cache, on the same mix
 
@@ -74,16 +78,18 @@ PORTS = {
     "dnsdist": 17500,
     "dnsdist-nocache": 17501,
     "nginx-nocache": 17600,
+    "floor": 17700,
 }
 DNSDIST_CONSOLE = {"dnsdist": 17598, "dnsdist-nocache": 17599}
 ALL_TARGETS = list(PORTS)
-DEFAULT_TARGETS = ["mname-balancer", "dnsdist", "nginx-nocache"]
+DEFAULT_TARGETS = ["mname-balancer", "dnsdist", "nginx-nocache", "floor"]
 LABELS = {
     "mname-balancer": "mname-balancer (cache)",
     "mname-balancer-nocache": "mname-balancer (no cache)",
     "dnsdist": "dnsdist (cache)",
     "dnsdist-nocache": "dnsdist (no cache)",
     "nginx-nocache": "nginx (no cache)",
+    "floor": "floor (echo, bench/floor.c)",
 }
 KINDS = {
     "demo": "three mname-demo-backend processes",
@@ -307,6 +313,8 @@ class CachedBench:
                 self.start_balancer(kind, t, sockdir, cached=(t == "mname-balancer"))
             elif t.startswith("dnsdist"):
                 self.start_dnsdist(kind, t, backends, cached=(t == "dnsdist"))
+            elif t == "floor":
+                self.start_floor(kind)
             else:
                 self.start_nginx(kind, t, backends)
 
@@ -386,6 +394,26 @@ class CachedBench:
         p = self.procs.start(name, peers.nginx_argv(conf, ngdir), self.tmp / f"{kind}-{name}.log")
         self.targets[name] = p
         rb.wait_answers(self.procs, p, name, PORTS[name], src=READINESS_SRC)
+
+    def start_floor(self, kind):
+        floor_bin = self.tmp / "floor"
+        if not floor_bin.exists():
+            cc = shutil.which("cc") or shutil.which("gcc")
+            if cc is None:
+                raise BenchError("no C compiler (cc) to build bench/floor.c: apt-get install gcc")
+            r = subprocess.run([cc, "-O2", "-Wall", "-o", str(floor_bin), str(curve.FLOOR_C)],
+                               capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                raise BenchError(f"cc bench/floor.c failed:\n{r.stdout}{r.stderr}")
+        logpath = self.tmp / f"{kind}-floor.log"
+        p = self.procs.start("floor", [floor_bin, HOST, PORTS["floor"]], logpath)
+        self.targets["floor"] = p
+        deadline = time.monotonic() + rb.READY_TIMEOUT
+        while not curve.floor_answers(PORTS["floor"]):
+            self.procs.check_alive(p)
+            if time.monotonic() > deadline:
+                raise BenchError(f"the floor does not answer:\n{rb.tail(logpath)}")
+            time.sleep(0.05)
 
     def check_all_alive(self):
         for p in self.backends + list(self.targets.values()):
@@ -576,9 +604,15 @@ def goal_lines(summary, kind, proto):
         return []
     q = b["qps"] / d["qps"]
     c = b["cpu_us_per_query"] / d["cpu_us_per_query"]
-    return [f"balancer / dnsdist, both cached: q/s x{q:.2f} (goal: at least 1: "
-            f"{'met' if q >= 1 else 'NOT met'}); CPU per query x{c:.2f} (goal: at most 0.33: "
-            f"{'met' if c <= 1 / 3 else 'NOT met'}); hit rates {pct(b['hit_rate'])} and {pct(d['hit_rate'])}"]
+    lines = [f"balancer / dnsdist, both cached: q/s x{q:.2f} (goal: at least 1: "
+             f"{'met' if q >= 1 else 'NOT met'}); CPU per query x{c:.2f} (goal: at most 0.33: "
+             f"{'met' if c <= 1 / 3 else 'NOT met'}); hit rates {pct(b['hit_rate'])} and {pct(d['hit_rate'])}"]
+    f = summary.get((kind, proto, "floor"))
+    if f and f["cpu_us_per_query"]:
+        lines.append(f"the floor (an echo, no parsing, no backend) spends {f['cpu_us_per_query']:.2f} us/q: "
+                     f"x{f['cpu_us_per_query'] / d['cpu_us_per_query']:.2f} dnsdist's; the balancer spends "
+                     f"x{b['cpu_us_per_query'] / f['cpu_us_per_query']:.2f} the floor's")
+    return lines
 
 
 def cache_table(summary, kinds, protos, targets):

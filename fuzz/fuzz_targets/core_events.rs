@@ -97,6 +97,12 @@ fn config() -> Option<mname_balancer::cli::Config> {
         // Hedges after a delay the fuzzed clock often passes.
         "--hedge-after",
         "20ms",
+        // A tiny packet cache that serves stale: fuzzed answers are
+        // learned, evicted and served back.
+        "--cache-size",
+        "4",
+        "--serve-stale",
+        "5s",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -236,7 +242,11 @@ fuzz_target!(|data: &[u8]| {
         }
         let c = core.counters();
         assert_eq!(c.udp_received, datagrams);
-        assert_eq!(c.udp_received, c.udp_forwarded + c.udp_dropped(), "{c:?}");
+        assert_eq!(
+            c.udp_received,
+            c.udp_forwarded + c.udp_from_cache() + c.udp_dropped(),
+            "{c:?}"
+        );
         assert!(core.inflight().len() <= max_inflight);
         assert!(core.remotes().len() <= max_remotes);
         assert!(core.tcp_sessions_open() <= max_tcp);

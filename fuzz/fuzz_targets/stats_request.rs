@@ -15,6 +15,8 @@ fuzz_target!(|data: &[u8]| {
             Request::Summary => "summary".to_string(),
             Request::Backend(id) => format!("backend {id}"),
             Request::Remote(ip) => format!("remote {ip}"),
+            Request::Cache => "cache".to_string(),
+            Request::CacheFlush => "cache flush".to_string(),
         };
         assert_eq!(Request::parse(&canonical), Ok(req));
     }

@@ -423,6 +423,10 @@ mod tests {
         assert!(Request::parse("backend x").is_err());
         assert!(Request::parse("remote 1.2.3").is_err());
         assert!(Request::parse("summary please").is_err());
+        assert_eq!(Request::parse("cache\n"), Ok(Request::Cache));
+        assert_eq!(Request::parse("cache flush\n"), Ok(Request::CacheFlush));
+        assert!(Request::parse("cache clear").is_err());
+        assert!(Request::parse("cache flush now").is_err());
         assert!(Request::parse("GET / HTTP/1.0").is_err());
     }
 
