@@ -206,6 +206,73 @@ async fn never_reading_backend_makes_the_balancer_drop_not_grow() {
     );
 }
 
+/// A backend that stops reading (SIGSTOP) fills its socket buffer and then
+/// its queue; once it reads again, everything queued is written with no
+/// new work to prompt it (the link waits for room in the socket, EPOLLOUT),
+/// so every query that was taken is answered.
+#[tokio::test]
+async fn a_backend_that_reads_again_gets_its_queue_written() {
+    let dir = sockdir();
+    let backend = Backend::start(dir.path(), "5300");
+    let mut args = FAST_TIMERS.to_vec();
+    args.extend([
+        "--heartbeat-interval",
+        "60s",
+        "--heartbeat-timeout",
+        "120s",
+        "--backend-queue-bytes",
+        "65536",
+        "--unanswered-threshold",
+        "1h",
+        "--hedge-after",
+        "0",
+        "--query-timeout",
+        "30s",
+        "--on-timeout",
+        "drop",
+    ]);
+    let bal = Balancer::start(dir.path(), &args);
+    bal.wait_established(1);
+    let client = lo(32);
+    whoami_until(client, bal.target(), "pinned", |w| w == "5300").await;
+    let forwarded = |r: &serde_json::Value| r["udp_forwarded"].as_u64().unwrap_or(0);
+    let before = forwarded(&bal.counters_until("counters", |_| true).await);
+    backend.proc.signal(libc::SIGSTOP);
+    let sock = UdpSocket::bind((client, 0)).await.unwrap();
+    let mut q = query("www.example.com.", RecordType::A, 1);
+    q.resize(1400, 0);
+    for i in 0..3_000u32 {
+        q[0..2].copy_from_slice(&(i as u16).to_be_bytes());
+        let _ = sock.send_to(&q, bal.target()).await;
+        if i % 500 == 499 {
+            tokio::task::yield_now().await;
+        }
+    }
+    bal.proc
+        .wait_for("stuck backend write queue (dropping)", |_| true);
+    let rec = bal
+        .counters_until("the flood counted", |r| {
+            r["udp_received"].as_u64().unwrap_or(0) >= before + 3_000
+        })
+        .await;
+    let taken = forwarded(&rec) - before;
+    assert!(
+        taken > 0 && taken < 3_000,
+        "some queued, some stuck: {taken}"
+    );
+    backend.proc.signal(libc::SIGCONT);
+    // Nothing more is sent: the queued frames leave because the socket
+    // has room again, and every query taken is answered.
+    let mut answered = 0u64;
+    let mut buf = [0u8; 2048];
+    while answered < taken {
+        match tokio::time::timeout(Duration::from_secs(10), sock.recv_from(&mut buf)).await {
+            Ok(Ok(_)) => answered += 1,
+            _ => panic!("{answered} of {taken} queries taken were answered"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_bytes_sent_before_ok_are_delivered() {
     static GO: std::sync::Mutex<Option<mpsc::Receiver<()>>> = std::sync::Mutex::new(None);

@@ -202,7 +202,7 @@ impl Inherited {
         for s in self.udp {
             s.set_nonblocking(true)?;
             let addr = s.local_addr()?;
-            listeners.udp.push(tokio::net::UdpSocket::from_std(s)?);
+            listeners.udp.push(crate::shell::mmsg::listen_udp(s)?);
             info!(log, "listening for UDP packets";
                 "address" => addr.ip().to_string(), "port" => addr.port().to_string(),
                 "inherited" => true);
@@ -229,7 +229,13 @@ pub fn serving_status(listeners: &Listeners, socket_dir: &Path) -> String {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let udp = addrs(listeners.udp.iter().map(|s| s.local_addr()).collect());
+    let udp = addrs(
+        listeners
+            .udp
+            .iter()
+            .map(|s| s.get_ref().local_addr())
+            .collect(),
+    );
     let tcp = addrs(listeners.tcp.iter().map(|l| l.local_addr()).collect());
     format!(
         "serving DNS on UDP [{udp}] TCP [{tcp}]; backends in {}",

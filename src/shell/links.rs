@@ -13,7 +13,10 @@
 //! Writes toward a backend go through its queue: a byte buffer with a hard
 //! bound.  The core appends frames; the loop writes what it can when a
 //! batch of work is done, and waits for the socket to be writable when the
-//! kernel's buffer is full.  When the backend stops reading, the socket
+//! kernel's buffer is full.  A link is registered with the runtime for
+//! readability only until a write first finds the buffer full: a backend
+//! reading each frame frees buffer space, an EPOLLOUT edge that would wake
+//! the loop for nothing after every query.  When the backend stops reading, the socket
 //! buffer fills, then the queue, and further UDP queries are refused
 //! ("stuck") instead of queued: the original learned that a balancer that
 //! queues without bound under load does worse than one that drops.
@@ -25,9 +28,20 @@ use std::path::Path;
 use std::task::{Context, Poll};
 
 use foldhash::fast::RandomState;
-use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::io::Interest;
-use tokio::net::UnixStream;
+use tokio::io::unix::AsyncFd;
+
+/// A backend's control socket as the runtime knows it.
+type LinkStream = AsyncFd<std::os::unix::net::UnixStream>;
+
+/// Register `stream` (non-blocking) for `interest`.
+fn register(stream: std::os::unix::net::UnixStream, interest: Interest) -> io::Result<LinkStream> {
+    // SAFETY: a std UnixStream owns its descriptor: it stays open, and
+    // as_raw_fd returns it, until the stream is dropped, which is when the
+    // AsyncFd that owns it is dropped (or gives it back, into_inner).
+    Ok(unsafe { AsyncFd::register_with_interest(stream, interest) }?)
+}
 
 use crate::backends::BackendId;
 use crate::core::QueueFull;
@@ -105,12 +119,52 @@ impl OutQueue {
 /// One backend's control socket.
 struct Link {
     generation: u64,
-    stream: UnixStream,
+    /// Taken only while it is registered anew (see [`Link::watch_writes`]).
+    stream: Option<LinkStream>,
+    /// Registered for writability too (after a write found the buffer full).
+    watching_writes: bool,
     out: OutQueue,
     /// The loop should try to read (the socket was reported readable).
     readable: bool,
     /// The loop should try to write (readiness or new frames).
     writable: bool,
+}
+
+impl Link {
+    /// Write what is queued, as much as the socket takes now.
+    fn write(&mut self) -> io::Result<usize> {
+        let Some(stream) = &self.stream else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        let pending = self.out.pending();
+        if self.watching_writes {
+            // Through the runtime, so a full buffer clears the readiness
+            // the next EPOLLOUT sets again.
+            stream.try_io(Interest::WRITABLE, |s| io::Write::write(&mut &*s, pending))
+        } else {
+            io::Write::write(&mut stream.get_ref(), pending)
+        }
+    }
+
+    /// The buffer is full: from now on, hear when it has room again (the
+    /// socket is registered anew for writability too, for the rest of the
+    /// link's life; a backend that fell behind once may again).
+    fn watch_writes(&mut self) -> io::Result<()> {
+        if self.watching_writes {
+            return Ok(());
+        }
+        let Some(stream) = self.stream.take() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        self.stream = Some(register(
+            stream.into_inner(),
+            Interest::READABLE | Interest::WRITABLE,
+        )?);
+        self.watching_writes = true;
+        // Bytes that arrived meanwhile are read at the next turn.
+        self.readable = true;
+        Ok(())
+    }
 }
 
 /// What a read from a link found.
@@ -147,13 +201,14 @@ impl Links {
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
         socket.set_nonblocking(true)?;
         socket.connect(&SockAddr::unix(path)?)?;
-        let stream =
-            UnixStream::from_std(std::os::unix::net::UnixStream::from(OwnedFd::from(socket)))?;
+        let stream = std::os::unix::net::UnixStream::from(OwnedFd::from(socket));
+        let stream = register(stream, Interest::READABLE)?;
         self.links.insert(
             id,
             Link {
                 generation,
-                stream,
+                stream: Some(stream),
+                watching_writes: false,
                 out: OutQueue::new(self.queue_limit),
                 readable: true,
                 writable: false,
@@ -187,10 +242,14 @@ impl Links {
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut any = false;
         for link in self.links.values_mut() {
-            if !link.readable && link.stream.poll_read_ready(cx).is_ready() {
+            let Some(stream) = &link.stream else { continue };
+            if !link.readable && stream.poll_read_ready(cx).is_ready() {
                 link.readable = true;
             }
-            if !link.out.is_empty() && !link.writable && link.stream.poll_write_ready(cx).is_ready()
+            if link.watching_writes
+                && !link.out.is_empty()
+                && !link.writable
+                && stream.poll_write_ready(cx).is_ready()
             {
                 link.writable = true;
             }
@@ -214,7 +273,7 @@ impl Links {
                 continue;
             }
             loop {
-                match link.stream.try_write(link.out.pending()) {
+                match link.write() {
                     Ok(n) => {
                         link.out.consume(n);
                         if link.out.is_empty() {
@@ -223,6 +282,10 @@ impl Links {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         link.writable = false;
+                        if let Err(e) = link.watch_writes() {
+                            link.out = OutQueue::new(0);
+                            failed.push((id, link.generation, e));
+                        }
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -263,8 +326,11 @@ impl Links {
         }
         loop {
             let mut drained = None;
-            let read = link.stream.try_io(Interest::READABLE, || {
-                let n = io::Read::read(&mut &*SockRef::from(&link.stream), buf)?;
+            let Some(stream) = &link.stream else {
+                return None;
+            };
+            let read = stream.try_io(Interest::READABLE, |s| {
+                let n = io::Read::read(&mut &*s, buf)?;
                 if n > 0 && n < buf.len() {
                     drained = Some(n);
                     return Err(io::ErrorKind::WouldBlock.into());

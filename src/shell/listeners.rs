@@ -11,7 +11,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use slog::{Logger, error, info};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
+
+use super::mmsg::{ListenUdp, listen_udp};
 
 use crate::cli::Config;
 
@@ -25,14 +27,14 @@ const TCP_BACKLOG: i32 = 4096;
 /// test) knows the port before any traffic flows.  One UDP socket and one
 /// TCP listener per listen address, all on the same port.
 pub struct Listeners {
-    pub udp: Vec<UdpSocket>,
+    pub udp: Vec<ListenUdp>,
     pub tcp: Vec<TcpListener>,
 }
 
 impl Listeners {
     pub fn local_port(&self) -> io::Result<u16> {
         match self.udp.first() {
-            Some(s) => Ok(s.local_addr()?.port()),
+            Some(s) => Ok(s.get_ref().local_addr()?.port()),
             None => Err(io::Error::new(io::ErrorKind::NotFound, "no listeners")),
         }
     }
@@ -62,7 +64,7 @@ pub fn bind(config: &Config, log: &Logger) -> io::Result<Listeners> {
             Ok(listeners) => {
                 for (udp, tcp) in listeners.udp.iter().zip(&listeners.tcp) {
                     for (what, addr) in [
-                        ("listening for UDP packets", udp.local_addr()?),
+                        ("listening for UDP packets", udp.get_ref().local_addr()?),
                         ("listening for TCP packets", tcp.local_addr()?),
                     ] {
                         info!(log, "{}", what;
@@ -114,10 +116,11 @@ fn bind_once(config: &Config) -> Result<Listeners, BindFailure> {
         let udp = new_socket(addr, Type::DGRAM, Protocol::UDP, any_v4)
             .and_then(|s| {
                 s.bind(&addr.into())?;
-                UdpSocket::from_std(s.into())
+                listen_udp(s.into())
             })
             .map_err(failed("failed to bind UDP listen socket", addr))?;
         port = udp
+            .get_ref()
             .local_addr()
             .map_err(failed("failed to bind UDP listen socket", addr))?
             .port();

@@ -21,7 +21,24 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
+
+/// A listening UDP socket, registered with the runtime for readability
+/// only.  Answers never wait for the socket to be writable (what a full
+/// buffer cannot take is dropped, as UDP may), so asking the kernel for
+/// EPOLLOUT would only wake the loop for nothing: each datagram it sends
+/// on loopback frees its buffer space at once, an EPOLLOUT edge the loop
+/// would be woken to ignore.
+pub type ListenUdp = AsyncFd<std::net::UdpSocket>;
+
+/// Register a bound, non-blocking UDP socket for readability only.
+pub fn listen_udp(socket: std::net::UdpSocket) -> io::Result<ListenUdp> {
+    socket.set_nonblocking(true)?;
+    // SAFETY: a std UdpSocket owns its descriptor: it stays open, and
+    // as_raw_fd returns it, until the socket is dropped, which is when the
+    // AsyncFd that owns it is dropped.
+    Ok(unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?)
+}
 
 /// Datagrams per batch.
 pub const BATCH: usize = 32;
@@ -42,7 +59,7 @@ type Control = [u64; 8];
 const _: () =
     assert!(size_of::<libc::cmsghdr>() + size_of::<libc::in6_pktinfo>() <= size_of::<Control>());
 
-fn set_int_option(socket: &UdpSocket, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
+fn set_int_option(socket: &ListenUdp, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: a valid descriptor and an int option value of the right size.
     let r = unsafe {
@@ -66,8 +83,8 @@ fn set_int_option(socket: &UdpSocket, level: libc::c_int, name: libc::c_int) -> 
 /// rather than being dropped there uncounted.  SO_RCVBUFFORCE goes past
 /// `net.core.rmem_max` where the process may (CAP_NET_ADMIN); otherwise
 /// SO_RCVBUF is capped by it.  Returns the size the kernel granted.
-pub fn set_receive_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<usize> {
-    let sock = socket2::SockRef::from(socket);
+pub fn set_receive_buffer(socket: &ListenUdp, bytes: usize) -> io::Result<usize> {
+    let sock = socket2::SockRef::from(socket.get_ref());
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     // SAFETY: a valid descriptor and an int option value of the right size.
     let forced = unsafe {
@@ -88,7 +105,7 @@ pub fn set_receive_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<usize>
 /// Ask the kernel to report each datagram's destination address.  An
 /// IPv6 socket reports IPv6 destinations, and IPv4 ones too unless it is
 /// v6-only (where IP_PKTINFO may be refused, and is not needed).
-pub fn enable_pktinfo(socket: &UdpSocket, ipv6: bool) -> io::Result<()> {
+pub fn enable_pktinfo(socket: &ListenUdp, ipv6: bool) -> io::Result<()> {
     if ipv6 {
         set_int_option(socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)?;
         let _ = set_int_option(socket, libc::IPPROTO_IP, libc::IP_PKTINFO);
@@ -257,7 +274,7 @@ impl RecvBatch {
     /// how many (0 when none is waiting).  A datagram longer than the room
     /// is cut to it, but its length is reported whole (MSG_TRUNC), so the
     /// caller sees it is oversized.
-    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+    pub fn recv(&mut self, socket: &ListenUdp) -> io::Result<usize> {
         let fd = socket.as_raw_fd();
         let offset = self.offset;
         let mut iovecs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
@@ -283,7 +300,7 @@ impl RecvBatch {
         // only if no datagram has been signalled since), so a wake-up for
         // something else does not spend a recvmmsg to learn there is none.
         let mut drained = None;
-        let received = socket.try_io(Interest::READABLE, || {
+        let received = socket.try_io(Interest::READABLE, |_| {
             // SAFETY: every header points at a live buffer, iovec and
             // address of this batch, which outlive the call; the kernel
             // writes at most the lengths given.
@@ -365,14 +382,14 @@ fn to_storage(dest: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 
 /// Send `payload` to `dest` now, from `local` if given, without blocking.
 pub fn send_one(
-    socket: &UdpSocket,
+    socket: &ListenUdp,
     ipv6_socket: bool,
     dest: SocketAddr,
     local: Option<LocalAddr>,
     payload: &[u8],
 ) -> io::Result<()> {
     let Some(local) = local else {
-        return socket.try_send_to(payload, dest).map(|_| ());
+        return socket.get_ref().send_to(payload, dest).map(|_| ());
     };
     let fd = socket.as_raw_fd();
     let (mut addr, addr_len) = to_storage(&dest);
@@ -388,16 +405,14 @@ pub fn send_one(
     hdr.msg_iov = &raw mut iov;
     hdr.msg_iovlen = 1;
     set_source(&mut hdr, &mut ctrl, local, ipv6_socket);
-    socket.try_io(Interest::WRITABLE, || {
-        // SAFETY: the header points at the address, iovec, payload and
-        // control message above, which outlive the call.
-        let n = unsafe { libc::sendmsg(fd, &hdr, libc::MSG_DONTWAIT) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    })
+    // SAFETY: the header points at the address, iovec, payload and
+    // control message above, which outlive the call.
+    let n = unsafe { libc::sendmsg(fd, &hdr, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Answers waiting to be sent on one socket, copied into one arena.
@@ -425,70 +440,62 @@ impl SendBatch {
     /// Send everything queued, `BATCH` per call, without blocking.  What the
     /// socket cannot take now is dropped (this is UDP).  Returns how many
     /// were sent.
-    pub fn flush(&mut self, socket: &UdpSocket, ipv6_socket: bool) -> usize {
+    pub fn flush(&mut self, socket: &ListenUdp, ipv6_socket: bool) -> usize {
         let fd = socket.as_raw_fd();
         let mut sent = 0;
         let mut at = 0;
+        // Built on the stack for each call: a flush allocates nothing.
+        let mut addrs: [MaybeUninit<(libc::sockaddr_storage, libc::socklen_t)>; BATCH] =
+            [const { MaybeUninit::uninit() }; BATCH];
+        let mut ctrls: [Control; BATCH] = [[0; 8]; BATCH];
+        let mut iovecs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
+        let mut hdrs: [MaybeUninit<libc::mmsghdr>; BATCH] = [MaybeUninit::uninit(); BATCH];
         while at < self.items.len() {
             let chunk = &self.items[at..(at + BATCH).min(self.items.len())];
-            let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
-                chunk.iter().map(|(d, _, _, _)| to_storage(d)).collect();
-            // Control messages only where an answer has a source to give
-            // (wildcard sockets): no cost for sockets bound to an address.
-            let mut ctrls: Vec<Control> = if chunk.iter().any(|c| c.3.is_some()) {
-                vec![[0; 8]; chunk.len()]
-            } else {
-                Vec::new()
-            };
-            let mut iovecs: Vec<libc::iovec> = chunk
-                .iter()
-                .map(|&(_, start, len, _)| libc::iovec {
+            for (i, &(dest, start, len, local)) in chunk.iter().enumerate() {
+                let addr = addrs[i].write(to_storage(&dest));
+                let iov = iovecs[i].write(libc::iovec {
                     iov_base: self.arena[start..start + len].as_ptr().cast_mut().cast(),
                     iov_len: len,
-                })
-                .collect();
-            let mut hdrs: Vec<libc::mmsghdr> = (0..chunk.len())
-                .map(|i| {
-                    // SAFETY: plain old data; all-zero is a valid start.
-                    let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
-                    h.msg_hdr.msg_name = (&raw mut addrs[i].0).cast();
-                    h.msg_hdr.msg_namelen = addrs[i].1;
-                    h.msg_hdr.msg_iov = &raw mut iovecs[i];
-                    h.msg_hdr.msg_iovlen = 1;
-                    if let Some(local) = chunk[i].3 {
-                        set_source(&mut h.msg_hdr, &mut ctrls[i], local, ipv6_socket);
-                    }
-                    h
-                })
-                .collect();
-            let result = socket.try_io(Interest::WRITABLE, || {
-                // SAFETY: the headers point at addresses, iovecs and arena
-                // bytes that live until after the call; the kernel only
-                // reads them (and writes msg_len).
-                let n = unsafe {
-                    libc::sendmmsg(
-                        fd,
-                        hdrs.as_mut_ptr(),
-                        hdrs.len() as libc::c_uint,
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
+                });
+                // SAFETY: plain old data; all-zero is a valid start.
+                let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+                h.msg_hdr.msg_name = (&raw mut addr.0).cast();
+                h.msg_hdr.msg_namelen = addr.1;
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                // Control messages only where an answer has a source to
+                // give (wildcard sockets).
+                if let Some(local) = local {
+                    set_source(&mut h.msg_hdr, &mut ctrls[i], local, ipv6_socket);
                 }
-            });
-            match result {
-                Ok(n) => {
-                    sent += n;
-                    at += n.max(1);
-                }
+                hdrs[i].write(h);
+            }
+            // Sent straight away, not through the runtime: the socket is
+            // not registered for writability (see [`ListenUdp`]).
+            // SAFETY: the first chunk.len() headers were written above and
+            // point at addresses, iovecs, control messages and arena bytes
+            // that live until after the call; the kernel only reads them
+            // (and writes msg_len).
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    hdrs.as_mut_ptr().cast(),
+                    chunk.len() as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n >= 0 {
+                sent += n as usize;
+                at += (n as usize).max(1);
+                continue;
+            }
+            match io::Error::last_os_error() {
                 // The socket buffer is full: drop the rest.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                e if e.kind() == io::ErrorKind::WouldBlock => break,
                 // The kernel stops at the first datagram it cannot send;
                 // skip that one (an unreachable client, say) and go on.
-                Err(_) => at += 1,
+                _ => at += 1,
             }
         }
         self.arena.clear();

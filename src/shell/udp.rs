@@ -25,9 +25,8 @@ use std::net::{SocketAddr, SocketAddrV6};
 use std::task::{Context, Poll};
 
 use foldhash::fast::RandomState;
-use tokio::net::UdpSocket;
 
-use super::mmsg::{self, LocalAddr, RecvBatch, SendBatch};
+use super::mmsg::{self, ListenUdp, LocalAddr, RecvBatch, SendBatch};
 use crate::core::Datagram;
 use mname_balancer_protocol::UDP6_HEADER_LEN;
 
@@ -63,7 +62,7 @@ pub struct UdpRelay {
 /// sent.  Kept apart from the receive buffers so that a datagram (which
 /// borrows its buffer) can be answered while it is being handled.
 pub struct UdpOut {
-    sockets: Vec<UdpSocket>,
+    sockets: Vec<ListenUdp>,
     /// Per socket: IPv6 (dual-stack), so IPv4 clients have mapped addresses.
     v6: Vec<bool>,
     /// Per socket: answers gathered for one `sendmmsg`.
@@ -80,11 +79,11 @@ impl UdpRelay {
     /// Serve `sockets`, each given a receive buffer of `recv_buffer` bytes
     /// (0: the system's default).  Returns the relay and the receive
     /// buffer size the kernel granted the first socket.
-    pub fn new(sockets: Vec<UdpSocket>, recv_buffer: usize) -> io::Result<(Self, Option<usize>)> {
+    pub fn new(sockets: Vec<ListenUdp>, recv_buffer: usize) -> io::Result<(Self, Option<usize>)> {
         let mut v6 = Vec::with_capacity(sockets.len());
         let mut granted = None;
         for s in &sockets {
-            let local = s.local_addr()?;
+            let local = s.get_ref().local_addr()?;
             v6.push(local.is_ipv6());
             if recv_buffer > 0 {
                 let size = mmsg::set_receive_buffer(s, recv_buffer)?;
@@ -132,8 +131,8 @@ impl UdpRelay {
     /// datagram waiting.
     pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         for s in &self.out.sockets {
-            if let Poll::Ready(r) = s.poll_recv_ready(cx) {
-                return Poll::Ready(r);
+            if let Poll::Ready(r) = s.poll_read_ready(cx) {
+                return Poll::Ready(r.map(|_ready| ()));
             }
         }
         Poll::Pending
