@@ -269,15 +269,7 @@ class CachedBench:
             log(f"query file {i}: {zipf.describe_text(d)}")
 
     def wait_ports_free(self):
-        deadline = time.monotonic() + rb.READY_TIMEOUT
-        ports = BACKEND_PORTS + list(PORTS.values()) + list(DNSDIST_CONSOLE.values())
-        while True:
-            busy = [p for p in ports if not rb.port_free(p)]
-            if not busy:
-                return
-            if time.monotonic() > deadline:
-                raise BenchError(f"ports {busy} on {HOST} (UDP or TCP) are in use")
-            time.sleep(0.1)
+        rb.wait_ports_free(BACKEND_PORTS + list(PORTS.values()) + list(DNSDIST_CONSOLE.values()))
 
     # ---- start everything ----
 

@@ -165,15 +165,7 @@ class Curve:
             raise BenchError(f"cc bench/floor.c failed:\n{r.stdout}{r.stderr}")
 
     def wait_ports_free(self):
-        deadline = time.monotonic() + rb.READY_TIMEOUT
-        ports = BACKEND_PORTS + list(PORTS.values())
-        while True:
-            busy = [p for p in ports if not rb.port_free(p)]
-            if not busy:
-                return
-            if time.monotonic() > deadline:
-                raise BenchError(f"ports {busy} on {HOST} (UDP or TCP) are in use")
-            time.sleep(0.1)
+        rb.wait_ports_free(BACKEND_PORTS + list(PORTS.values()))
 
     def start_kind(self, kind):
         self.reset()

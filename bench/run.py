@@ -365,6 +365,19 @@ def port_free(port):
     return True
 
 
+def wait_ports_free(ports):
+    """Wait (bounded) until every port in `ports` is free on HOST, UDP and
+    TCP: the previous target's sockets may take a moment to go."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        busy = [p for p in ports if not port_free(p)]
+        if not busy:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"ports {busy} on {HOST} (UDP or TCP) are in use")
+        time.sleep(0.1)
+
+
 # --------------------------------------------------------------------------
 # Setup
 # --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::stats::{balstat_json, u};
+use common::stats::{balstat, balstat_json, text, u};
 use common::*;
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
@@ -491,6 +491,21 @@ async fn flush_by_stats_request_and_by_sigusr2() {
     assert_eq!(u(&view["cache"]["entries"]), 0);
     assert_eq!(u(&view["cache"]["max_entries"]), 100);
     assert_eq!(u(&view["counters"]["cache_flushed"]), 1);
+    // The same as text, a field per line.
+    let out = balstat(&["-S", &c.sock, "cache"]);
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let fields: Vec<Vec<&str>> = report
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    for want in [
+        ["max_entries", "100"],
+        ["cache_flushed", "1"],
+        ["cache_hits", "2"],
+    ] {
+        assert!(fields.contains(&want.to_vec()), "{want:?} in {report}");
+    }
     c.ask(&a("www.example.com.", 10)).await.expect("answer");
     assert_eq!(c.backend_queries(), 2, "asked again after the flush");
     c.bal.proc.signal(libc::SIGUSR2);
@@ -503,7 +518,11 @@ async fn flush_by_stats_request_and_by_sigusr2() {
 
 #[tokio::test]
 async fn off_by_default_every_query_reaches_the_backend() {
-    let c = Cached::start(&[], &[]).await;
+    let c = Cached::start(&[], &["--serve-stale", "1h"]).await;
+    c.bal.proc.wait_for(
+        "--serve-stale has no effect without --cache-size: nothing is cached",
+        |_| true,
+    );
     for id in 0..5 {
         c.ask(&a("www.example.com.", id)).await.expect("answer");
     }

@@ -54,7 +54,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
-use slog::{Logger, info, o};
+use slog::{Logger, info, o, warn};
 use tokio::time::Instant;
 
 use crate::backends::{BackendId, Backends};
@@ -238,6 +238,12 @@ impl Core {
 
     /// Scan the socket directory and arm the periodic timers.
     pub fn start(&mut self, now: Instant, io: &mut impl Io) {
+        if !self.cfg.cache.serve_stale.is_zero() && self.cfg.cache.entries == 0 {
+            warn!(
+                self.log,
+                "--serve-stale has no effect without --cache-size: nothing is cached"
+            );
+        }
         io.scan_directory();
         let t = &self.cfg.timers;
         let (scan, rebalance, sweep) = (t.scan_interval, t.rebalance_interval, t.expiry_sweep);
