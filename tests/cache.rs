@@ -407,7 +407,18 @@ async fn stale_answers_when_every_backend_is_gone_then_servfail() {
         ],
     )
     .await;
+    let edns = |id| {
+        q(
+            "www.example.com.",
+            RecordType::A,
+            id,
+            true,
+            false,
+            Some((1232, false)),
+        )
+    };
     c.ask(&a("www.example.com.", 1)).await.expect("learned");
+    c.ask(&edns(2)).await.expect("learned with EDNS");
     let learned_at = Instant::now();
     c.backend.proc.kill9();
     c.bal.proc.wait_for("backend socket closed", |_| true);
@@ -423,6 +434,12 @@ async fn stale_answers_when_every_backend_is_gone_then_servfail() {
         learned_at.elapsed() >= Duration::from_secs(1),
         "stale only after the TTL"
     );
+    // To a client that sent EDNS it says so: Extended DNS Error 3, "Stale
+    // Answer" (RFC 8914), the OPT record's last option.
+    let stale_edns = c.ask(&edns(3)).await.expect("stale answer with EDNS");
+    assert_eq!(ttls(&stale_edns), vec![7]);
+    assert!(stale_edns.ends_with(&[0, 15, 0, 2, 0, 3]), "{stale_edns:?}");
+    assert!(!stale.ends_with(&[0, 15, 0, 2, 0, 3]), "no OPT, no EDE");
     poll("SERVFAIL once the stale window passed", async || {
         id += 1;
         let answer = c.ask(&a("www.example.com.", id)).await?;

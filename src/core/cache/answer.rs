@@ -25,7 +25,10 @@
 //!
 //! Served ([`render`]), the answer gets the client's id and its question as
 //! the client spelled it (0x20 case), and every TTL less the entry's age in
-//! whole seconds, or, served stale, `--stale-ttl` (RFC 8767 4).
+//! whole seconds, or, served stale, `--stale-ttl` (RFC 8767 4).  A stale
+//! answer to a client that sent EDNS also says it is stale: an Extended
+//! DNS Error option, "Stale Answer" (3) or "Stale NXDOMAIN Answer" (19)
+//! (RFC 8914), when it fits the client's buffer ([`mark_stale`]).
 
 use super::key::{OPTION_COOKIE, OPTION_ECS, Options, TYPE_OPT, opt_fields, options_fit};
 use crate::core::intake::skip_name;
@@ -240,6 +243,65 @@ pub fn render(
     }
 }
 
+/// The Extended DNS Error option (RFC 8914 2).
+const OPTION_EDE: u16 = 15;
+/// Its INFO-CODEs for a stale answer (RFC 8914 4.4, 4.20).
+const EDE_STALE_ANSWER: u16 = 3;
+const EDE_STALE_NXDOMAIN: u16 = 19;
+
+/// Add an Extended DNS Error "Stale Answer" ("Stale NXDOMAIN Answer" for
+/// NXDOMAIN) to a rendered `answer` whose last record is its OPT, if the
+/// answer stays within `limit` bytes.  Otherwise leave it as it is: an
+/// answer without EDNS cannot carry one.
+pub fn mark_stale(answer: &mut Vec<u8>, limit: usize) {
+    let Some(rdlen_at) = last_opt_rdlength(answer) else {
+        return;
+    };
+    if answer.len() + 6 > limit {
+        return;
+    }
+    let code = match answer.get(3).map(|f| f & 0x0f) {
+        Some(NXDOMAIN) => EDE_STALE_NXDOMAIN,
+        _ => EDE_STALE_ANSWER,
+    };
+    let old = u16::from_be_bytes([answer[rdlen_at], answer[rdlen_at + 1]]);
+    let Some(new) = old.checked_add(6) else {
+        return;
+    };
+    answer[rdlen_at..rdlen_at + 2].copy_from_slice(&new.to_be_bytes());
+    answer.extend_from_slice(&OPTION_EDE.to_be_bytes());
+    answer.extend_from_slice(&2u16.to_be_bytes());
+    answer.extend_from_slice(&code.to_be_bytes());
+}
+
+/// Where the RDLENGTH of `msg`'s OPT record lies, if that record is the
+/// last one and ends the message.
+fn last_opt_rdlength(msg: &[u8]) -> Option<usize> {
+    let count = |i: usize| {
+        Some(u32::from(u16::from_be_bytes([
+            *msg.get(i)?,
+            *msg.get(i + 1)?,
+        ])))
+    };
+    let records = count(6)? + count(8)? + count(10)?;
+    let mut at = 12;
+    for _ in 0..count(4)? {
+        at = crate::core::intake::skip_question(msg, at)?;
+    }
+    let mut last = None;
+    for _ in 0..records {
+        let fixed = skip_name(msg, at)?;
+        let f = msg.get(fixed..fixed + 10)?;
+        let end = fixed + 10 + usize::from(u16::from_be_bytes([f[8], f[9]]));
+        last = Some((u16::from_be_bytes([f[0], f[1]]), fixed + 8));
+        at = end;
+    }
+    match last {
+        Some((TYPE_OPT, rdlen_at)) if at == msg.len() => Some(rdlen_at),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +415,28 @@ mod tests {
         let l = learn(&q, end, &a, LIMITS).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(l.bytes.len(), a.len() - 28);
         assert!(l.bytes.ends_with(&[0, 6, 0, 3, 0, 2, b'b', b'1']));
+    }
+
+    #[test]
+    fn stale_answers_with_edns_say_so() {
+        let (q, end) = query(true);
+        let a = answer(0, &[60], None, Some(&[]));
+        let l = learn(&q, end, &a, LIMITS).unwrap_or_else(|e| panic!("{e:?}"));
+        let mut out = l.bytes.clone();
+        mark_stale(&mut out, 1232);
+        assert_eq!(out.len(), a.len() + 6);
+        assert!(out.ends_with(&[0, 6, 0, 15, 0, 2, 0, 3]), "{out:?}");
+        let mut nx = answer(NXDOMAIN, &[], Some((60, 30)), Some(&[]));
+        mark_stale(&mut nx, 1232);
+        assert!(nx.ends_with(&[0, 15, 0, 2, 0, 19]));
+        // No room, or no OPT: unchanged.
+        let mut full = l.bytes.clone();
+        mark_stale(&mut full, l.bytes.len() + 5);
+        assert_eq!(full, l.bytes);
+        let mut plain = answer(0, &[60], None, None);
+        let before = plain.clone();
+        mark_stale(&mut plain, 1232);
+        assert_eq!(plain, before);
     }
 
     #[test]

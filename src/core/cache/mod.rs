@@ -178,6 +178,9 @@ impl PacketCache {
             },
             &mut self.answer,
         );
+        if !fresh {
+            answer::mark_stale(&mut self.answer, keyed.udp_limit);
+        }
         true
     }
 
