@@ -466,15 +466,7 @@ class CachedBench:
         other = sum(after_all[p] - before_all.get(p, after_all[p]) for p in set(after_all) - ours) / rb.CLK_TCK
         c1 = self.counters(target)
 
-        clients = []
-        for p, out, src in runs:
-            text = out.read_text(errors="replace")
-            st = rb.parse_dnsperf(text)
-            st["client"] = src
-            st["problems"] = rb.dnsperf_problems(text)
-            if p.returncode != 0 or st.get("completed") is None:
-                raise BenchError(f"dnsperf {src} against {target} failed (exit {p.returncode}):\n{text[-2000:]}")
-            clients.append(st)
+        clients = rb.read_dnsperf_runs(runs, target)
         self.check_all_alive()
         completed = sum(c["completed"] for c in clients)
         sent = sum(c["sent"] for c in clients)

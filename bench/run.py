@@ -607,16 +607,7 @@ class Bench:
         other_cpu = sum(after[p] - before.get(p, after[p]) for p in others) / CLK_TCK
         dnsperf_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
 
-        clients = []
-        for p, out, src in runs:
-            text = out.read_text(errors="replace")
-            st = parse_dnsperf(text)
-            st["client"] = src
-            st["exit"] = p.returncode
-            st["problems"] = dnsperf_problems(text)
-            if p.returncode != 0 or st.get("completed") is None:
-                raise BenchError(f"dnsperf {src} against {target} failed (exit {p.returncode}):\n{text[-2000:]}")
-            clients.append(st)
+        clients = read_dnsperf_runs(runs, target)
         self.check_all_alive()
         completed = sum(c["completed"] for c in clients)
         sent = sum(c["sent"] for c in clients)
@@ -681,6 +672,22 @@ class Bench:
                 lines = f.read_text(errors="replace").splitlines()
                 logs[name] = {"lines": len(lines), "first": lines[:15], "last": lines[-5:]}
         return logs
+
+
+def read_dnsperf_runs(runs, target):
+    """The parsed output of finished dnsperf runs [(Popen, output path,
+    client address)], one dict per client; BenchError if one failed."""
+    clients = []
+    for p, out, src in runs:
+        text = out.read_text(errors="replace")
+        st = parse_dnsperf(text)
+        st["client"] = src
+        st["exit"] = p.returncode
+        st["problems"] = dnsperf_problems(text)
+        if p.returncode != 0 or st.get("completed") is None:
+            raise BenchError(f"dnsperf {src} against {target} failed (exit {p.returncode}):\n{text[-2000:]}")
+        clients.append(st)
+    return clients
 
 
 def dnsperf_problems(text):

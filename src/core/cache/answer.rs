@@ -30,7 +30,7 @@
 //! DNS Error option, "Stale Answer" (3) or "Stale NXDOMAIN Answer" (19)
 //! (RFC 8914), when it fits the client's buffer ([`mark_stale`]).
 
-use super::key::{OPTION_COOKIE, OPTION_ECS, Options, TYPE_OPT, opt_fields, options_fit};
+use super::key::{Header, OPTION_COOKIE, OPTION_ECS, Options, TYPE_OPT, opt_fields, options_fit};
 use crate::core::intake::skip_name;
 
 /// Record types that sign a message: an answer carrying one is not kept.
@@ -90,26 +90,9 @@ pub fn learn(
     answer: &[u8],
     limits: TtlLimits,
 ) -> Result<Learned, NotKept> {
-    let [
-        _,
-        _,
-        flags,
-        flags2,
-        qd0,
-        qd1,
-        an0,
-        an1,
-        ns0,
-        ns1,
-        ar0,
-        ar1,
-        ..,
-    ] = *answer
-    else {
-        return Err(NotKept::Malformed);
-    };
-    let opcode = (flags >> 3) & 0x0f;
-    if flags & 0x80 == 0 || opcode != 0 || u16::from_be_bytes([qd0, qd1]) != 1 {
+    let h = Header::of(answer).ok_or(NotKept::Malformed)?;
+    let (flags, flags2) = (h.flags, h.flags2);
+    if flags & 0x80 == 0 || h.opcode() != 0 || h.questions != 1 {
         return Err(NotKept::Malformed);
     }
     if flags & 0x02 != 0 {
@@ -128,9 +111,7 @@ pub fn learn(
     if !question.eq_ignore_ascii_case(echoed) {
         return Err(NotKept::Malformed);
     }
-    let answers = u16::from_be_bytes([an0, an1]);
-    let authority = u16::from_be_bytes([ns0, ns1]);
-    let total = u32::from(answers) + u32::from(authority) + u32::from(ar0) * 256 + u32::from(ar1);
+    let (answers, authority, total) = (h.answers, h.authority, h.records());
     let mut at = 12 + question.len();
     let mut ttl_offsets = Vec::new();
     let mut min_ttl = u32::MAX;
@@ -277,19 +258,13 @@ pub fn mark_stale(answer: &mut Vec<u8>, limit: usize) {
 /// Where the RDLENGTH of `msg`'s OPT record lies, if that record is the
 /// last one and ends the message.
 fn last_opt_rdlength(msg: &[u8]) -> Option<usize> {
-    let count = |i: usize| {
-        Some(u32::from(u16::from_be_bytes([
-            *msg.get(i)?,
-            *msg.get(i + 1)?,
-        ])))
-    };
-    let records = count(6)? + count(8)? + count(10)?;
+    let h = Header::of(msg)?;
     let mut at = 12;
-    for _ in 0..count(4)? {
+    for _ in 0..h.questions {
         at = crate::core::intake::skip_question(msg, at)?;
     }
     let mut last = None;
-    for _ in 0..records {
+    for _ in 0..h.records() {
         let fixed = skip_name(msg, at)?;
         let f = msg.get(fixed..fixed + 10)?;
         let end = fixed + 10 + usize::from(u16::from_be_bytes([f[8], f[9]]));

@@ -68,35 +68,50 @@ pub enum Bypass {
     Signed,
 }
 
+/// The fixed fields of a DNS header that the cache reads.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Header {
+    /// The third octet: QR, opcode, AA, TC, RD.
+    pub flags: u8,
+    /// The fourth octet: RA, Z, AD, CD, RCODE.
+    pub flags2: u8,
+    pub questions: u16,
+    pub answers: u16,
+    pub authority: u16,
+    pub additional: u16,
+}
+
+impl Header {
+    /// The header of `msg`, if it has one.
+    pub fn of(msg: &[u8]) -> Option<Header> {
+        let count = |i: usize| Some(u16::from_be_bytes([*msg.get(i)?, *msg.get(i + 1)?]));
+        Some(Header {
+            flags: *msg.get(2)?,
+            flags2: *msg.get(3)?,
+            questions: count(4)?,
+            answers: count(6)?,
+            authority: count(8)?,
+            additional: count(10)?,
+        })
+    }
+
+    pub fn opcode(&self) -> u8 {
+        (self.flags >> 3) & 0x0f
+    }
+
+    /// Records after the question section.
+    pub fn records(&self) -> u32 {
+        u32::from(self.answers) + u32::from(self.authority) + u32::from(self.additional)
+    }
+}
+
 /// Write the cache key of `query` into `key` (cleared first).
 pub fn key_of(query: &[u8], key: &mut Vec<u8>) -> Result<Keyed, Bypass> {
     key.clear();
-    let [
-        _,
-        _,
-        flags,
-        flags2,
-        qd0,
-        qd1,
-        an0,
-        an1,
-        ns0,
-        ns1,
-        ar0,
-        ar1,
-        ..,
-    ] = *query
-    else {
-        return Err(Bypass::Malformed);
-    };
-    let opcode = (flags >> 3) & 0x0f;
-    let counts = [
-        u16::from_be_bytes([qd0, qd1]),
-        u16::from_be_bytes([an0, an1]),
-        u16::from_be_bytes([ns0, ns1]),
-    ];
-    let additional = u16::from_be_bytes([ar0, ar1]);
-    if opcode != 0 || counts != [1, 0, 0] || additional > 1 {
+    let h = Header::of(query).ok_or(Bypass::Malformed)?;
+    let (flags, flags2, additional) = (h.flags, h.flags2, h.additional);
+    let counts = [h.questions, h.answers, h.authority];
+    if h.opcode() != 0 || counts != [1, 0, 0] || additional > 1 {
         return Err(Bypass::Shape);
     }
     // Room for the fixed part; filled in once the OPT record is read.
