@@ -30,19 +30,11 @@ use std::task::{Context, Poll};
 use foldhash::fast::RandomState;
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 
 /// A backend's control socket as the runtime knows it.
-type LinkStream = AsyncFd<std::os::unix::net::UnixStream>;
+type LinkStream = RegisteredStream;
 
-/// Register `stream` (non-blocking) for `interest`.
-fn register(stream: std::os::unix::net::UnixStream, interest: Interest) -> io::Result<LinkStream> {
-    // SAFETY: a std UnixStream owns its descriptor: it stays open, and
-    // as_raw_fd returns it, until the stream is dropped, which is when the
-    // AsyncFd that owns it is dropped (or gives it back, into_inner).
-    Ok(unsafe { AsyncFd::register_with_interest(stream, interest) }?)
-}
-
+use super::quiet_stream::{RegisteredStream, register};
 use crate::backends::BackendId;
 use crate::core::QueueFull;
 

@@ -32,6 +32,7 @@
 pub mod links;
 pub mod listeners;
 pub mod mmsg;
+pub mod quiet_stream;
 pub mod signals;
 pub mod stats_requests;
 pub mod sys;

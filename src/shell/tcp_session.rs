@@ -18,7 +18,9 @@
 //! when the connection must close (idle, a slow or bad sender, a silent
 //! backend).  The backend's stream is copied back as it comes, and counted
 //! in answers.  End-of-stream is passed on: after the client's FIN the
-//! backend can still answer what was asked.
+//! backend can still answer what was asked.  The backend connection is a
+//! [`QuietStream`]: the room the backend makes by reading a query does not
+//! wake the loop.
 //!
 //! Each session publishes its activity (last byte, message half-read,
 //! answers awaited) in a [`SessionCell`], three atomics the task stores to
@@ -44,6 +46,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use super::quiet_stream::QuietStream;
 use crate::backends::BackendId;
 use crate::core::{
     ConnActivity, SessionActivity, SessionEnd, SessionId, SessionKey, SessionPlan, TcpClose,
@@ -229,7 +232,7 @@ enum OpenError {
     NotOk(u32),
 }
 
-async fn open_backend(s: &Session) -> Result<UnixStream, OpenError> {
+async fn open_backend(s: &Session) -> Result<QuietStream, OpenError> {
     let mut back = UnixStream::connect(&s.plan.backend_path)
         .await
         .map_err(OpenError::Connect)?;
@@ -240,7 +243,7 @@ async fn open_backend(s: &Session) -> Result<UnixStream, OpenError> {
     let mut ok = [0u8; 4];
     back.read_exact(&mut ok).await.map_err(OpenError::Io)?;
     match u32::from_le_bytes(ok) {
-        frame_type::INBOUND_TCP_OK => Ok(back),
+        frame_type::INBOUND_TCP_OK => QuietStream::new(back).map_err(OpenError::Io),
         other => Err(OpenError::NotOk(other)),
     }
 }
@@ -278,7 +281,7 @@ pub async fn run_session(mut s: Session) {
 
 /// Open the session's backend connection, within the OK timeout; or how
 /// the session ends.
-async fn open(s: &Session) -> Result<UnixStream, SessionEnd> {
+async fn open(s: &Session) -> Result<QuietStream, SessionEnd> {
     let opened = tokio::time::timeout(s.plan.ok_timeout, open_backend(s)).await;
     match opened {
         Ok(Ok(back)) => {
@@ -325,8 +328,9 @@ enum ReadStop {
 /// One relay, polled by hand so that both directions are served by the one
 /// task with no future built per event.
 struct Relay {
-    /// None until the first query to forward.
-    back: Option<UnixStream>,
+    /// None until the first query to forward.  Registered for
+    /// readability only (see [`QuietStream`]).
+    back: Option<QuietStream>,
     conn: TcpConn,
     /// Bytes for the client (the backend's answers, or the balancer's
     /// own) not yet all written.

@@ -1,0 +1,252 @@
+//! QUIET UNIX STREAMS
+//!
+//! An AF_UNIX stream socket registered with the runtime for readability
+//! only, until a write first finds its buffer full.  The kernel reports an
+//! AF_UNIX socket writable (an EPOLLOUT edge) every time the peer reads
+//! what was written to it; a socket registered for writability wakes the
+//! loop for nothing after every message the peer takes.  On a TCP session
+//! relayed to a backend that is one wake-up in four: the backend reads the
+//! query (EPOLLOUT, nothing to do), then answers (EPOLLIN).  So both the
+//! backend links ([`super::links`]) and the backend half of each TCP
+//! session ([`QuietStream`]) write straight to the socket and ask for
+//! writability only once a write would block; from then on, for the rest
+//! of the socket's life, they are registered for both.
+
+use std::io::{self, Write};
+use std::mem::MaybeUninit;
+use std::os::unix::net::UnixStream;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+
+/// A registered AF_UNIX stream.
+pub type RegisteredStream = AsyncFd<UnixStream>;
+
+/// Register `stream` (non-blocking) for `interest`.
+pub fn register(stream: UnixStream, interest: Interest) -> io::Result<RegisteredStream> {
+    // SAFETY: a std UnixStream owns its descriptor: it stays open, and
+    // as_raw_fd returns it, until the stream is dropped, which is when the
+    // AsyncFd that owns it is dropped (or gives it back, into_inner).
+    Ok(unsafe { AsyncFd::register_with_interest(stream, interest) }?)
+}
+
+/// A stream that is not woken by the room its peer makes by reading.
+pub struct QuietStream {
+    /// Taken only while it is registered anew ([`QuietStream::watch_writes`]).
+    fd: Option<RegisteredStream>,
+    /// Registered for writability too (a write found the buffer full).
+    watching_writes: bool,
+}
+
+impl QuietStream {
+    /// Take over a connected tokio stream (it leaves the runtime's
+    /// registration and joins it again, for readability only).
+    pub fn new(stream: tokio::net::UnixStream) -> io::Result<Self> {
+        let stream = stream.into_std()?;
+        stream.set_nonblocking(true)?;
+        Ok(QuietStream {
+            fd: Some(register(stream, Interest::READABLE)?),
+            watching_writes: false,
+        })
+    }
+
+    fn fd(&self) -> io::Result<&RegisteredStream> {
+        self.fd
+            .as_ref()
+            .ok_or_else(|| io::ErrorKind::NotConnected.into())
+    }
+
+    /// Registered for writability as well as readability: true once a
+    /// write has found the buffer full.
+    pub fn is_watching_writes(&self) -> bool {
+        self.watching_writes
+    }
+
+    /// The buffer is full: from now on, hear when it has room again.
+    fn watch_writes(&mut self) -> io::Result<()> {
+        let Some(fd) = self.fd.take() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        self.fd = Some(register(
+            fd.into_inner(),
+            Interest::READABLE | Interest::WRITABLE,
+        )?);
+        self.watching_writes = true;
+        Ok(())
+    }
+}
+
+impl AsyncRead for QuietStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let fd = self.get_mut().fd()?;
+        loop {
+            let mut guard = ready!(fd.poll_read_ready(cx))?;
+            // SAFETY: read(2) writes only initialised bytes, at most the
+            // length given, and the count it returns is what it wrote.
+            let unfilled = unsafe { buf.unfilled_mut() };
+            let read = guard.try_io(|s| read_uninit(s.get_ref(), unfilled));
+            match read {
+                Ok(Ok(n)) => {
+                    // SAFETY: read(2) initialised the first n bytes.
+                    unsafe { buf.assume_init(n) };
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                // Would block: the readiness was cleared; wait again.
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// read(2) into bytes that may not be initialised yet.
+fn read_uninit(stream: &UnixStream, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    if buf.is_empty() {
+        return Ok(0);
+    }
+    // std's Read wants initialised bytes (zeroing 8 KiB a read for
+    // nothing), so go through the descriptor directly.
+    use std::os::fd::AsRawFd;
+    // SAFETY: the pointer and length describe memory we may write, and the
+    // descriptor stays open while `stream` is borrowed.
+    let n = unsafe { libc::read(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n.unsigned_abs())
+}
+
+impl AsyncWrite for QuietStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if !this.watching_writes {
+            // Straight to the socket: the runtime hears of its writability
+            // only once it has been full.
+            loop {
+                match (&mut this.fd()?.get_ref()).write(data) {
+                    Ok(n) => return Poll::Ready(Ok(n)),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        this.watch_writes()?;
+                        break;
+                    }
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        }
+        let fd = this.fd()?;
+        loop {
+            let mut guard = ready!(fd.poll_write_ready(cx))?;
+            match guard.try_io(|s| (&mut s.get_ref()).write(data)) {
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(result) => return Poll::Ready(result),
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Half-close: shutdown(2) of an AF_UNIX stream never blocks.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.fd()?.get_ref().shutdown(std::net::Shutdown::Write))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}"))
+    }
+
+    #[test]
+    fn relays_both_ways_and_half_closes() {
+        runtime().block_on(async {
+            let (a, mut b) = tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+            let mut quiet = QuietStream::new(a).unwrap_or_else(|e| panic!("{e}"));
+            quiet
+                .write_all(b"query")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut got = [0u8; 5];
+            b.read_exact(&mut got)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(&got, b"query");
+            b.write_all(b"answer")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut back = Vec::with_capacity(64);
+            quiet
+                .read_buf(&mut back)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back, b"answer");
+            assert!(!quiet.is_watching_writes());
+            quiet.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+            let mut rest = Vec::new();
+            b.read_to_end(&mut rest)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(rest.is_empty());
+        });
+    }
+
+    #[test]
+    fn a_full_buffer_is_waited_out_then_written() {
+        runtime().block_on(async {
+            let (a, mut b) = tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+            let mut quiet = QuietStream::new(a).unwrap_or_else(|e| panic!("{e}"));
+            // Far more than an AF_UNIX socket buffers: the writer must wait
+            // for the reader, and hear when it may go on.
+            let total = 4 << 20;
+            let writer = async {
+                let chunk = vec![7u8; 64 * 1024];
+                let mut sent = 0;
+                while sent < total {
+                    quiet
+                        .write_all(&chunk)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    sent += chunk.len();
+                }
+                quiet.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+                quiet.is_watching_writes()
+            };
+            let reader = async {
+                let mut n = 0;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let got = b.read(&mut buf).await.unwrap_or_else(|e| panic!("{e}"));
+                    if got == 0 {
+                        return n;
+                    }
+                    n += got;
+                }
+            };
+            let (watched, read) = tokio::join!(writer, reader);
+            assert_eq!(read, total);
+            assert!(watched, "a full buffer must switch on write readiness");
+        });
+    }
+}
