@@ -548,3 +548,48 @@ async fn off_by_default_every_query_reaches_the_backend() {
     assert_eq!(u(&s["counters"]["cache_misses"]), 0);
     assert_eq!(u(&s["cache"]["max_entries"]), 0);
 }
+
+#[tokio::test]
+async fn answers_learned_over_tcp_serve_udp_clients_when_they_fit() {
+    let c = Cached::start(&[], &["--cache-size", "100"]).await;
+    let mid = |id, edns| q("mid.example.com.", RecordType::TXT, id, true, false, edns);
+    // Three queries pipelined on one TCP connection: an A record, and the
+    // ~1,250-byte TXT without EDNS and with a 1,400-byte buffer.
+    let mut tcp = tcp_connect(lo(42), c.bal.target()).await;
+    for query in [
+        a("www.example.com.", 7),
+        mid(8, None),
+        mid(9, Some((1400, false))),
+    ] {
+        tcp_send(&mut tcp, &query).await;
+    }
+    let mut sizes = Vec::new();
+    for _ in 0..3 {
+        let answer = tcp_recv_raw(&mut tcp).await.expect("TCP answer");
+        assert!(!parse(&answer).metadata.truncation);
+        sizes.push(answer.len());
+    }
+    assert!(sizes.iter().any(|&n| n > 1250), "{sizes:?}");
+    poll("three answers learned over TCP", async || {
+        (c.counter("cache_stored_tcp") == 3).then_some(())
+    })
+    .await;
+    assert_eq!(c.counter("cache_stored"), 3);
+    assert_eq!(c.backend_queries(), 0, "no UDP query reached the backend");
+
+    // A UDP client asking the same: answered from what TCP learned.
+    let hit = c.ask(&a("www.example.com.", 0x99)).await.expect("answer");
+    assert_eq!(&hit[..2], &[0, 0x99]);
+    assert_eq!(parse(&hit).answers.len(), 1);
+    let big = c.ask(&mid(10, Some((1400, false)))).await.expect("answer");
+    assert!(big.len() > 1250 && !parse(&big).metadata.truncation);
+    assert_eq!(c.counter("cache_hits"), 2);
+    assert_eq!(c.backend_queries(), 0, "both answered by the cache");
+
+    // Without EDNS a UDP client takes 512 bytes: the TCP answer does not
+    // fit, so the backend is asked, and truncates.
+    let small = c.ask(&mid(11, None)).await.expect("answer");
+    assert!(small.len() <= 512 && parse(&small).metadata.truncation);
+    assert_eq!(c.backend_queries(), 1);
+    assert_eq!(c.counter("cache_hits"), 2);
+}

@@ -138,6 +138,8 @@ declare_counters! {
     cache_bypassed => "mname_balancer_cache_bypassed";
     /// Backend answers kept in the cache.
     cache_stored => "mname_balancer_cache_stored";
+    /// Of those, answers learned from TCP sessions.
+    cache_stored_tcp => "mname_balancer_cache_stored_tcp";
     /// Backend answers to cacheable queries not kept (TC, SERVFAIL, no
     /// TTL, ...).
     cache_not_stored => "mname_balancer_cache_not_stored";

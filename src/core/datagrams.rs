@@ -25,7 +25,7 @@ use slog::{debug, warn};
 use tokio::time::Instant;
 
 use super::assign::{Assigned, assign_client};
-use super::cache::{Learn, Lookup};
+use super::cache::Lookup;
 use super::inflight::{self, HedgeOutcome, QueryKey, Unmatched};
 use super::intake::{self, Refusal};
 use super::{Core, Io, REPEAT_LOG_INTERVAL, synth};
@@ -366,14 +366,7 @@ impl Core {
                 payload,
                 |query| {
                     if cache.is_on() {
-                        match cache.learn(query, payload, now) {
-                            Learn::Stored { evicted } => {
-                                counters.cache_stored += 1;
-                                counters.cache_evictions += evicted;
-                            }
-                            Learn::NotKept(_) => counters.cache_not_stored += 1,
-                            Learn::Bypassed => {}
-                        }
+                        cache.learn(query, payload, now).count(counters);
                     }
                 },
             ),

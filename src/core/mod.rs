@@ -45,6 +45,7 @@ pub mod snapshot;
 pub mod synth;
 mod tcp;
 pub mod tcp_conn;
+pub mod tcp_learn;
 pub mod tcp_messages;
 mod timers;
 
@@ -68,6 +69,7 @@ pub use datagrams::Datagram;
 pub use ratelimit::{AddressBudgets, LogBudget, RateLimit};
 pub use tcp::{SessionActivity, SessionEnd, SessionId, SessionKey, SessionPlan, TcpVerdict};
 pub use tcp_conn::{ConnActivity, TcpClose, TcpConn, TcpConnLimits};
+pub use tcp_learn::TcpAnswer;
 pub use timers::ACCEPT_BACKOFF;
 use timers::TimerKey;
 
@@ -352,6 +354,25 @@ impl Core {
         self.counters.cache_flushed += n as u64;
         info!(self.log, "cache flushed"; "by" => by, "entries" => n);
         n
+    }
+
+    /// A backend answered a query over TCP (a session's answer, paired by
+    /// [`tcp_learn`]): learn it as an answer over UDP is learned.
+    pub fn learn_tcp_answer(&mut self, a: &TcpAnswer) {
+        if !self.cache.is_on() {
+            return;
+        }
+        let learned = self.cache.learn(&a.query, &a.answer, a.at);
+        if matches!(learned, cache::Learn::Stored { .. }) {
+            self.counters.cache_stored_tcp += 1;
+        }
+        learned.count(&mut self.counters);
+    }
+
+    /// Answers over TCP not learned because they waited too long to be
+    /// taken (the bound of [`tcp_learn`]).
+    pub fn on_tcp_answers_dropped(&mut self, n: u64) {
+        self.counters.cache_not_stored += n;
     }
 
     /// The packet cache's size and bounds.

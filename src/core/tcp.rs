@@ -91,6 +91,9 @@ pub struct SessionPlan {
     pub backend_path: PathBuf,
     /// INBOUND_TCP_OK must arrive within this.
     pub ok_timeout: Duration,
+    /// The packet cache is on: pair the session's queries with their
+    /// answers for it ([`super::tcp_learn`]).
+    pub learn_answers: bool,
 }
 
 /// How a session ended.
@@ -278,6 +281,7 @@ impl Core {
                 backend: be_id,
                 backend_path,
                 ok_timeout: t.tcp_connect_timeout,
+                learn_answers: self.cache.is_on(),
             },
             evict,
         }

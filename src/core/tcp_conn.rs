@@ -41,6 +41,7 @@ use tokio::time::Instant;
 
 use super::intake::{self, Refusal};
 use super::synth;
+use super::tcp_learn::{TcpAnswer, TcpLearner};
 use super::tcp_messages::{TcpMessageError, TcpMessages};
 
 /// The two limits of a connection's life.
@@ -91,16 +92,27 @@ impl AnswerCounter {
         self.prefix.is_none() && self.body_left == 0
     }
 
-    /// Count the answers `bytes` complete.
-    fn feed(&mut self, mut bytes: &[u8]) -> u32 {
+    /// Count the answers `bytes` complete, showing each to `learner`.
+    fn feed(
+        &mut self,
+        mut bytes: &[u8],
+        mut learner: Option<&mut TcpLearner>,
+        now: Instant,
+    ) -> u32 {
         let mut done = 0;
         while !bytes.is_empty() {
             if self.body_left > 0 {
                 let n = self.body_left.min(bytes.len());
                 self.body_left -= n;
+                if let Some(l) = learner.as_deref_mut() {
+                    l.on_answer_bytes(&bytes[..n]);
+                }
                 bytes = &bytes[n..];
                 if self.body_left == 0 {
                     done += 1;
+                    if let Some(l) = learner.as_deref_mut() {
+                        l.on_answer_end(now);
+                    }
                 }
                 continue;
             }
@@ -110,6 +122,9 @@ impl AnswerCounter {
                 None => self.prefix = Some(byte),
                 Some(hi) => {
                     self.body_left = usize::from(u16::from_be_bytes([hi, byte]));
+                    if let Some(l) = learner.as_deref_mut() {
+                        l.on_answer_start(self.body_left);
+                    }
                     if self.body_left == 0 {
                         done += 1;
                     }
@@ -135,6 +150,8 @@ pub struct TcpConn {
     synthesized: Vec<u8>,
     /// Answers the balancer made on this connection.
     synthesized_count: u32,
+    /// With the packet cache on: the queries and answers to learn.
+    learner: Option<TcpLearner>,
 }
 
 /// Bytes of the balancer's own answers a connection may hold for a client
@@ -152,7 +169,26 @@ impl TcpConn {
             answer_progress: now,
             synthesized: Vec::new(),
             synthesized_count: 0,
+            learner: None,
         }
+    }
+
+    /// Pair queries with answers for the packet cache
+    /// ([`TcpConn::take_learned`]).
+    pub fn with_learning(mut self) -> Self {
+        self.learner = Some(TcpLearner::new());
+        self
+    }
+
+    /// Whether answers to learn are waiting.
+    pub fn has_learned(&self) -> bool {
+        self.learner.as_ref().is_some_and(TcpLearner::has_learned)
+    }
+
+    /// Move the answers to learn into `out`; returns how many were dropped
+    /// because they were not taken in time.
+    pub fn take_learned(&mut self, out: &mut Vec<TcpAnswer>) -> u64 {
+        self.learner.as_mut().map_or(0, |l| l.take(out))
     }
 
     /// Read client bytes with `read` (see [`TcpMessages::read_with`]).
@@ -184,6 +220,9 @@ impl TcpConn {
             };
             match intake::check(message) {
                 Ok(_) => {
+                    if let Some(l) = &mut self.learner {
+                        l.on_query(message);
+                    }
                     if self.outstanding == 0 {
                         self.answer_progress = now;
                     }
@@ -243,7 +282,7 @@ impl TcpConn {
         }
         self.last_activity = now;
         self.answer_progress = now;
-        let answered = self.answers.feed(bytes);
+        let answered = self.answers.feed(bytes, self.learner.as_mut(), now);
         // A zone transfer answers one query with many messages.
         self.outstanding = self.outstanding.saturating_sub(answered);
     }
@@ -501,7 +540,10 @@ mod tests {
         let stream = [&[0u8, 2, 9, 9][..], &[0, 0], &[1, 0], &[7; 256]].concat();
         for step in 1..stream.len() {
             let mut a = AnswerCounter::default();
-            let n: u32 = stream.chunks(step).map(|c| a.feed(c)).sum();
+            let n: u32 = stream
+                .chunks(step)
+                .map(|c| a.feed(c, None, Instant::now()))
+                .sum();
             assert_eq!(n, 3, "step {step}");
         }
     }

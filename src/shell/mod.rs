@@ -36,6 +36,7 @@ pub mod quiet_stream;
 pub mod signals;
 pub mod stats_requests;
 pub mod sys;
+pub mod tcp_loop;
 pub mod tcp_session;
 pub mod udp;
 pub mod watch;
@@ -49,7 +50,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use slog::{Logger, debug, info, o, warn};
+use slog::{Logger, debug, info};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -57,12 +58,12 @@ use tokio::time::Instant;
 
 use crate::backends::BackendId;
 use crate::cli::Config;
-use crate::core::{Core, Datagram, Io, Phase, QueueFull, TcpVerdict};
+use crate::core::{Core, Datagram, Io, Phase, QueueFull};
 use links::{LinkNews, Links, READ_CHUNK, READS_PER_WAKE};
 pub use listeners::{Listeners, bind};
 use signals::Signals;
 use stats_requests::{StatsRequest, wall_clock_now};
-use tcp_session::{EndReport, Ended, Session, Sessions};
+use tcp_session::{Ended, LearnedAnswers, Sessions};
 use udp::{RECV_CALLS, UdpOut, UdpRelay};
 use watch::DirWatch;
 
@@ -168,6 +169,11 @@ struct Shell {
     log_dropped: Arc<AtomicU64>,
     /// Paths the directory watch reported (reused).
     appeared: Vec<PathBuf>,
+    /// With the packet cache on: the answers TCP sessions paired with
+    /// their queries, for the core to learn.
+    learned: Option<Arc<LearnedAnswers>>,
+    /// The answers taken from there at a turn (reused).
+    learned_now: Vec<crate::core::TcpAnswer>,
 }
 
 /// Run the balancer on `listeners` until the core says exit or
@@ -196,6 +202,7 @@ pub async fn run(
     let links = Links::new(config.backend_queue_bytes);
     // The socket directory's watch, if the system gives one.
     let mut watch = DirWatch::start(&config.socket_dir, &log);
+    let learned = (config.cache.entries > 0).then(Arc::default);
     let mut shell = Shell {
         core: Core::new(config, log.clone(), Instant::now()),
         log,
@@ -211,6 +218,8 @@ pub async fn run(
         readable: Vec::new(),
         log_dropped,
         appeared: Vec::new(),
+        learned,
+        learned_now: Vec::new(),
     };
     let now = Instant::now();
     shell.with_io(|core, io| core.start(now, io));
@@ -260,6 +269,7 @@ pub async fn run(
             _ = &mut timer => Wake::Timer,
         };
         let now = Instant::now();
+        shell.learn_tcp_answers();
         let mut ready = IoReady::default();
         let did_io = matches!(wake, Wake::Io(_));
         match wake {
@@ -425,76 +435,6 @@ impl Shell {
         self.readable = ids;
     }
 
-    /// A connection was accepted (or the accept failed).
-    fn on_accepted(&mut self, accepted: io::Result<(TcpStream, SocketAddr)>, now: Instant) {
-        let mut next = Some(accepted);
-        for taken in 1..=ACCEPTS_PER_WAKE {
-            let Some(accepted) = next.take() else {
-                break;
-            };
-            let (stream, peer) = match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(self.log, "incoming TCP accept failure";
-                        "errno" => e.raw_os_error().unwrap_or(0), "strerror" => e.to_string());
-                    self.core.on_accept_error(now);
-                    return;
-                }
-            };
-            self.start_session(stream, peer, now);
-            // More may be waiting: take them without another wake-up, but
-            // no more than the turn allows (one taken here and not started
-            // would be closed unseen; the listener stays ready for the
-            // next turn).
-            if taken < ACCEPTS_PER_WAKE {
-                next = self.try_accept();
-            }
-        }
-    }
-
-    fn try_accept(&mut self) -> Option<io::Result<(TcpStream, SocketAddr)>> {
-        if !self.core.wants_connections() {
-            return None;
-        }
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        self.tcp
-            .as_ref()?
-            .iter()
-            .find_map(|l| match l.poll_accept(&mut cx) {
-                Poll::Ready(r) => Some(r),
-                Poll::Pending => None,
-            })
-    }
-
-    fn start_session(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
-        let verdict = self.core.on_tcp_offered(now, peer, &self.tcp_sessions);
-        let TcpVerdict::Admit { plan, evict } = verdict else {
-            return;
-        };
-        if let Some(victim) = evict {
-            self.tcp_sessions.close(victim);
-        }
-        // Answers go out as soon as the backend writes them: a resolver
-        // pipelining queries must not wait on Nagle's algorithm.  Failure
-        // only costs latency.
-        let _ = stream.set_nodelay(true);
-        let log = self.log.new(o!("backend" => plan.backend,
-            "conn_id" => plan.session.conn_id,
-            "remote_ip" => plan.client.ip().to_string(), "remote_port" => plan.client.port()));
-        let cell = self.tcp_sessions.cell(now);
-        let report = EndReport::new(&plan, cell.clone(), self.session_tx.clone());
-        let id = plan.session;
-        let abort = self.sessions.spawn(tcp_session::run_session(Session {
-            plan,
-            client: stream,
-            log,
-            report,
-            epoch: self.tcp_sessions.epoch(),
-        }));
-        self.tcp_sessions.started(id, cell, abort);
-    }
-
     /// Sockets appeared in the directory: `first`, and any others queued.
     fn on_sockets_appeared(&mut self, first: PathBuf, watch: Option<&mut DirWatch>, now: Instant) {
         let mut paths = std::mem::take(&mut self.appeared);
@@ -508,23 +448,6 @@ impl Shell {
         self.with_io(|core, io| core.on_sockets_appeared(now, &paths, io));
         paths.clear();
         self.appeared = paths;
-    }
-
-    /// Close the TCP sessions whose time is up, as the core decides from
-    /// their published activity.
-    fn sweep_sessions(&mut self, now: Instant) {
-        let mut closed = std::mem::take(&mut self.closed_sessions);
-        let mut io = ShellIo {
-            udp: self.udp.out(),
-            links: &mut self.links,
-            cmds: &mut self.cmds,
-        };
-        self.core
-            .sweep_tcp_sessions(now, &self.tcp_sessions, &mut closed, &mut io);
-        for id in closed.drain(..) {
-            self.tcp_sessions.close(id);
-        }
-        self.closed_sessions = closed;
     }
 
     /// Carry out what the core asked for, handing results back, until

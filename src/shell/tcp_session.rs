@@ -49,8 +49,8 @@ use tokio::time::Instant;
 use super::quiet_stream::QuietStream;
 use crate::backends::BackendId;
 use crate::core::{
-    ConnActivity, SessionActivity, SessionEnd, SessionId, SessionKey, SessionPlan, TcpClose,
-    TcpConn,
+    ConnActivity, SessionActivity, SessionEnd, SessionId, SessionKey, SessionPlan, TcpAnswer,
+    TcpClose, TcpConn,
 };
 use mname_balancer_protocol::{self as frame, frame_type};
 
@@ -179,6 +179,46 @@ impl SessionActivity for Sessions {
     }
 }
 
+/// Answers TCP sessions paired with their queries for the packet cache
+/// ([`crate::core::tcp_learn`]), waiting for the loop, which takes them at
+/// its next turn and has the core learn them.  At most [`MAX_WAITING`]
+/// wait; past that the oldest are dropped, and counted.
+#[derive(Debug, Default)]
+pub struct LearnedAnswers {
+    queue: parking_lot::Mutex<LearnedQueue>,
+}
+
+#[derive(Debug, Default)]
+struct LearnedQueue {
+    answers: Vec<TcpAnswer>,
+    dropped: u64,
+}
+
+/// Answers that may wait for the loop.
+pub const MAX_WAITING: usize = 1024;
+
+impl LearnedAnswers {
+    /// Move what `conn` paired into the queue.
+    fn put(&self, conn: &mut TcpConn) {
+        let mut q = self.queue.lock();
+        let q = &mut *q;
+        q.dropped += conn.take_learned(&mut q.answers);
+        if q.answers.len() > MAX_WAITING {
+            let excess = q.answers.len() - MAX_WAITING;
+            q.answers.drain(..excess);
+            q.dropped += excess as u64;
+        }
+    }
+
+    /// Move every waiting answer into `out`; returns how many were dropped
+    /// since the last call.
+    pub fn take(&self, out: &mut Vec<TcpAnswer>) -> u64 {
+        let mut q = self.queue.lock();
+        out.append(&mut q.answers);
+        std::mem::take(&mut q.dropped)
+    }
+}
+
 /// Reports the end of a session exactly once, however the task ends
 /// (returns, panics, or is dropped at shutdown), unless the core closed it.
 /// The loop's channel holds one report per session in the core's table
@@ -223,6 +263,8 @@ pub struct Session {
     pub log: Logger,
     pub report: EndReport,
     pub epoch: Instant,
+    /// Where answers to learn go, with the packet cache on.
+    pub learned: Option<Arc<LearnedAnswers>>,
 }
 
 #[derive(Debug)]
@@ -250,9 +292,15 @@ async fn open_backend(s: &Session) -> Result<QuietStream, OpenError> {
 
 /// Relay one client TCP connection to its backend.
 pub async fn run_session(mut s: Session) {
+    let conn = TcpConn::new(Instant::now());
+    let conn = match &s.learned {
+        Some(_) if s.plan.learn_answers => conn.with_learning(),
+        _ => conn,
+    };
     let mut relay = Relay {
         back: None,
-        conn: TcpConn::new(Instant::now()),
+        conn,
+        learned: s.learned.clone(),
         answers: Vec::new(),
         answers_sent: 0,
         client_done: false,
@@ -339,6 +387,7 @@ struct Relay {
     client_done: bool,
     back_shut: bool,
     epoch: Instant,
+    learned: Option<Arc<LearnedAnswers>>,
 }
 
 impl Relay {
@@ -358,12 +407,20 @@ impl Relay {
                 Poll::Ready(Err(step)) => return Poll::Ready(step),
             }
         }
-        loop {
+        let down = loop {
             match self.poll_down(client, cx, now) {
                 Poll::Ready(Ok(true)) => continue,
-                Poll::Ready(Ok(false)) | Poll::Pending => break,
-                Poll::Ready(Err(close)) => return Poll::Ready(Step::Close(close)),
+                Poll::Ready(Ok(false)) | Poll::Pending => break None,
+                Poll::Ready(Err(close)) => break Some(close),
             }
+        };
+        if self.conn.has_learned()
+            && let Some(learned) = &self.learned
+        {
+            learned.put(&mut self.conn);
+        }
+        if let Some(close) = down {
+            return Poll::Ready(Step::Close(close));
         }
         if self.client_done && self.conn.outstanding() == 0 && self.is_flushed() {
             return Poll::Ready(Step::Close(TcpClose::Finished));

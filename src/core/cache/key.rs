@@ -5,8 +5,8 @@
 //! plain QUERY with one question and nothing but an optional EDNS OPT record
 //! beside it; anything else (another opcode, several questions, a record in
 //! the answer or authority section, a TSIG or SIG(0) signature, an EDNS
-//! Client Subnet option, a name that uses compression) bypasses the cache
-//! and goes to a backend as before.
+//! Client Subnet option, a name that uses compression, a zone transfer)
+//! bypasses the cache and goes to a backend as before.
 //!
 //! The key is a byte string, compared whole (never trusted to a hash alone):
 //!
@@ -42,6 +42,10 @@ const OPTION_PADDING: u16 = 12;
 /// The OPT pseudo-record's type.
 pub(super) const TYPE_OPT: u16 = 41;
 
+/// Zone transfers (RFC 1995, RFC 5936), never cached.
+const QTYPE_IXFR: u16 = 251;
+const QTYPE_AXFR: u16 = 252;
+
 /// The largest UDP answer to a client that sent no EDNS (RFC 1035).
 pub const CLASSIC_UDP_LIMIT: usize = 512;
 
@@ -66,6 +70,8 @@ pub enum Bypass {
     ClientSubnet,
     /// A signature (TSIG, SIG(0)) or another record where only OPT may be.
     Signed,
+    /// A zone transfer (AXFR, IXFR): over TCP one query has many answers.
+    Transfer,
 }
 
 /// The fixed fields of a DNS header that the cache reads.
@@ -118,6 +124,12 @@ pub fn key_of(query: &[u8], key: &mut Vec<u8>) -> Result<Keyed, Bypass> {
     key.extend_from_slice(&[0; 7]);
     let name_end = lowered_name(query, key).ok_or(Bypass::Malformed)?;
     let question = query.get(name_end..name_end + 4).ok_or(Bypass::Malformed)?;
+    if matches!(
+        u16::from_be_bytes([question[0], question[1]]),
+        QTYPE_IXFR | QTYPE_AXFR
+    ) {
+        return Err(Bypass::Transfer);
+    }
     key[3..7].copy_from_slice(question);
     let mut bits = flags & RD;
     bits |= flags2 & (AD | CD);
@@ -363,5 +375,11 @@ mod tests {
         pointer[12] = 0xc0;
         assert_eq!(key(&pointer), Err(Bypass::Malformed));
         assert_eq!(key(&[0; 5]), Err(Bypass::Malformed));
+        for transfer in [251u8, 252] {
+            let mut q = query("a.example", 1, 0, None);
+            let at = q.len() - 3;
+            q[at] = transfer;
+            assert_eq!(key(&q), Err(Bypass::Transfer));
+        }
     }
 }

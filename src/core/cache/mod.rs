@@ -21,9 +21,10 @@
 //! it before choosing a backend ([`PacketCache::lookup`]), tells it each
 //! answer a backend gave ([`PacketCache::learn`]), and asks it for a stale
 //! answer where it would otherwise synthesize SERVFAIL
-//! ([`PacketCache::lookup_stale`]).  Only UDP is cached: TCP streams are
-//! relayed whole to the client's backend, as before.  docs/cache.md is the
-//! operator's account.
+//! ([`PacketCache::lookup_stale`]).  Only UDP queries are answered from
+//! it: TCP streams are relayed whole to the client's backend, as before;
+//! but the answers they carry are learned ([`super::tcp_learn`]) and serve
+//! UDP clients when they fit.  docs/cache.md is the operator's account.
 
 pub mod answer;
 pub mod key;
@@ -59,6 +60,20 @@ pub enum Learn {
     NotKept(NotKept),
     /// The query it answers is not one the cache keys.
     Bypassed,
+}
+
+impl Learn {
+    /// Count what became of an answer.
+    pub fn count(self, counters: &mut super::Counters) {
+        match self {
+            Learn::Stored { evicted } => {
+                counters.cache_stored += 1;
+                counters.cache_evictions += evicted;
+            }
+            Learn::NotKept(_) => counters.cache_not_stored += 1,
+            Learn::Bypassed => {}
+        }
+    }
 }
 
 /// The cache's size, for the stats socket and the metrics.

@@ -192,6 +192,7 @@ fn encode_summary(s: &Summary, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
     one(enc, &CACHE_MISSES, Counter(c.cache_misses))?;
     one(enc, &CACHE_BYPASSED, Counter(c.cache_bypassed))?;
     one(enc, &CACHE_STORED, Counter(c.cache_stored))?;
+    one(enc, &CACHE_STORED_TCP, Counter(c.cache_stored_tcp))?;
     one(enc, &CACHE_NOT_STORED, Counter(c.cache_not_stored))?;
     one(enc, &CACHE_EVICTIONS, Counter(c.cache_evictions))?;
     one(enc, &CACHE_FLUSHED, Counter(c.cache_flushed))?;

@@ -129,6 +129,8 @@ metrics! {
         "UDP queries the cache cannot answer (not a plain one-question QUERY, signed, or with Client Subnet).";
     CACHE_STORED: COUNTER "mname_balancer_cache_stored" None, []
         "Backend answers kept in the packet cache.";
+    CACHE_STORED_TCP: COUNTER "mname_balancer_cache_stored_tcp" None, []
+        "Of the answers kept in the packet cache, those learned from TCP sessions.";
     CACHE_NOT_STORED: COUNTER "mname_balancer_cache_not_stored" None, []
         "Backend answers to cacheable queries not kept (truncated, an error RCODE, TTL 0, no SOA ...).";
     CACHE_EVICTIONS: COUNTER "mname_balancer_cache_evictions" None, []
