@@ -90,9 +90,16 @@ impl AsyncRead for QuietStream {
             // SAFETY: read(2) writes only initialised bytes, at most the
             // length given, and the count it returns is what it wrote.
             let unfilled = unsafe { buf.unfilled_mut() };
+            let room = unfilled.len();
             let read = guard.try_io(|s| read_uninit(s.get_ref(), unfilled));
             match read {
                 Ok(Ok(n)) => {
+                    // A short read emptied the socket: clear the readiness
+                    // now (the next byte sets it again), so the next poll
+                    // waits instead of spending a read(2) to find EAGAIN.
+                    if n > 0 && n < room {
+                        guard.clear_ready();
+                    }
                     // SAFETY: read(2) initialised the first n bytes.
                     unsafe { buf.assume_init(n) };
                     buf.advance(n);
