@@ -2,9 +2,13 @@
 //! gave is remembered by question, and every answer the core sent from its
 //! cache must be one of them, to a client that asked that question as
 //! spelled, within the answer's TTL (its TTLs aged) or its TTL and the
-//! stale window (its TTLs `--stale-ttl`).
+//! stale window (its TTLs `--stale-ttl`).  Answers given in TCP sessions
+//! are learned too ([`World::tcp_answer_learned`]), and remembered the same
+//! way.
 
 use std::time::Duration;
+
+use mname_balancer::core::TcpAnswer;
 
 use super::dns;
 use super::world::{Delivery, Key, World};
@@ -12,12 +16,17 @@ use super::world::{Delivery, Key, World};
 impl World {
     /// A backend's answer passed to a client: the cache may serve it again.
     pub(super) fn remember_given(&mut self, d: &Delivery) {
-        let Some(end) = dns::question_end(&d.payload) else {
+        self.remember_answer(&d.payload);
+    }
+
+    /// A backend's answer, given now (over UDP or in a TCP session).
+    pub(super) fn remember_answer(&mut self, payload: &[u8]) {
+        let Some(end) = dns::question_end(payload) else {
             return;
         };
-        let question = d.payload[12..end].to_ascii_lowercase();
+        let question = payload[12..end].to_ascii_lowercase();
         let given = self.given.entry(question).or_default();
-        given.push((self.now, d.payload[end..].to_vec()));
+        given.push((self.now, payload[end..].to_vec()));
         if given.len() > 64 {
             given.remove(0);
         }
@@ -82,6 +91,26 @@ impl World {
                 "cached answer to {key:?} (TTL {served_ttl:?}) matches no answer a backend gave \
                  within its TTL and the stale window"
             ));
+        }
+    }
+
+    /// A TCP session's backend answered a query: with the cache on, the
+    /// shell hands the pair to the core to learn, as a UDP answer is.
+    pub(super) fn tcp_answer_learned(&mut self, backend: u32) {
+        let rng = &mut self.env.rng;
+        let query = dns::query(rng.below(64) as u16, rng);
+        let answer = dns::answer_to(&query, backend);
+        self.remember_answer(&answer);
+        let stored = self.core.counters().cache_stored_tcp;
+        self.core.learn_tcp_answer(&TcpAnswer {
+            query,
+            answer,
+            at: self.now,
+        });
+        if self.cfg.cache.entries == 0 && self.core.counters().cache_stored_tcp != stored {
+            self.env
+                .violations
+                .push("a TCP answer learned with the cache off".to_string());
         }
     }
 }

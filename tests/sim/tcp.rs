@@ -109,6 +109,17 @@ impl World {
             6 => SessionEnd::Closed(TcpClose::Error),
             _ => SessionEnd::Closed(TcpClose::Finished),
         };
+        if plan.learn_answers != (self.cfg.cache.entries > 0) {
+            self.env.violations.push(format!(
+                "session learns answers: {}, cache size {}",
+                plan.learn_answers, self.cfg.cache.entries
+            ));
+        }
+        // Half the sessions are answered something the cache may learn.
+        if self.env.rng.chance(50) {
+            self.tcp_answer_learned(plan.backend);
+        }
+        let rng = &mut self.env.rng;
         if plan.client.ip() != peer.ip().to_canonical() {
             self.env
                 .violations
