@@ -12,7 +12,7 @@
 //!
 //! [`TcpLearner`] pairs a connection's cacheable queries with their
 //! answers.  It keeps a copy of the queries awaiting an answer (by message
-//! id, at most [`MAX_PENDING`] of them, each at most [`MAX_QUERY`] bytes),
+//! id, the latest [`MAX_PENDING`] of them, each at most [`MAX_QUERY`] bytes),
 //! copies each answer of at most [`MAX_ANSWER`] bytes whose id matches one,
 //! and hands out the pairs ([`TcpLearner::take`]) for the core to learn
 //! ([`super::Core::learn_tcp_answer`]).  Zone transfers are never paired
@@ -65,16 +65,19 @@ impl TcpLearner {
 
     /// A query that passed intake is on its way to the backend.
     pub fn on_query(&mut self, query: &[u8]) {
-        if query.len() > MAX_QUERY || self.pending.len() >= MAX_PENDING {
-            return;
-        }
-        if key::key_of(query, &mut self.key).is_err() {
+        if query.len() > MAX_QUERY || key::key_of(query, &mut self.key).is_err() {
             return;
         }
         let id = u16::from_be_bytes([query[0], query[1]]);
         // A client that reuses an id before its answer came: the later
         // query is the one remembered.
         self.pending.retain(|(p, _)| *p != id);
+        if self.pending.len() >= MAX_PENDING {
+            // The oldest is likely never to be answered (the backend
+            // dropped it): it gives way, so one lost answer does not stop
+            // a long-lived connection from ever teaching the cache again.
+            self.pending.remove(0);
+        }
         self.pending.push((id, query.to_vec()));
     }
 
@@ -203,12 +206,14 @@ mod tests {
             l.on_query(&query(id, "a.example", 1));
         }
         assert_eq!(l.pending.len(), MAX_PENDING);
+        // The newest are the ones remembered.
+        assert_eq!(l.pending[0].0, 1000 - MAX_PENDING as u16);
         let mut long = query(5000, "a.example", 1);
         long.resize(MAX_QUERY + 1, 0);
         l.on_query(&long);
         assert_eq!(l.pending.len(), MAX_PENDING);
         // Answers to all of them, never taken: the oldest pairs go.
-        for id in 0..MAX_PENDING as u16 {
+        for id in (1000 - MAX_PENDING as u16)..1000 {
             feed(&mut l, &answer_to(&query(id, "a.example", 1)), now);
         }
         let mut out = Vec::new();
