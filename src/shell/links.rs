@@ -34,7 +34,7 @@ use tokio::io::Interest;
 /// A backend's control socket as the runtime knows it.
 type LinkStream = RegisteredStream;
 
-use super::quiet_stream::{RegisteredStream, register};
+use super::quiet_stream::{RegisteredStream, register, register_writes_too};
 use crate::backends::BackendId;
 use crate::core::QueueFull;
 
@@ -145,13 +145,7 @@ impl Link {
         if self.watching_writes {
             return Ok(());
         }
-        let Some(stream) = self.stream.take() else {
-            return Err(io::ErrorKind::NotConnected.into());
-        };
-        self.stream = Some(register(
-            stream.into_inner(),
-            Interest::READABLE | Interest::WRITABLE,
-        )?);
+        register_writes_too(&mut self.stream)?;
         self.watching_writes = true;
         // Bytes that arrived meanwhile are read at the next turn.
         self.readable = true;

@@ -13,11 +13,11 @@
 //! of the socket's life, they are registered for both.
 
 use std::io::{self, Write};
-use std::mem::MaybeUninit;
 use std::os::unix::net::UnixStream;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use socket2::SockRef;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
@@ -30,6 +30,20 @@ pub fn register(stream: UnixStream, interest: Interest) -> io::Result<Registered
     // as_raw_fd returns it, until the stream is dropped, which is when the
     // AsyncFd that owns it is dropped (or gives it back, into_inner).
     Ok(unsafe { AsyncFd::register_with_interest(stream, interest) }?)
+}
+
+/// Register the stream in `slot` anew, for writability as well as
+/// readability (its buffer was found full).  The slot is empty only if
+/// registering failed, and then the stream is gone (closed).
+pub fn register_writes_too(slot: &mut Option<RegisteredStream>) -> io::Result<()> {
+    let Some(fd) = slot.take() else {
+        return Err(io::ErrorKind::NotConnected.into());
+    };
+    *slot = Some(register(
+        fd.into_inner(),
+        Interest::READABLE | Interest::WRITABLE,
+    )?);
+    Ok(())
 }
 
 /// A stream that is not woken by the room its peer makes by reading.
@@ -66,13 +80,7 @@ impl QuietStream {
 
     /// The buffer is full: from now on, hear when it has room again.
     fn watch_writes(&mut self) -> io::Result<()> {
-        let Some(fd) = self.fd.take() else {
-            return Err(io::ErrorKind::NotConnected.into());
-        };
-        self.fd = Some(register(
-            fd.into_inner(),
-            Interest::READABLE | Interest::WRITABLE,
-        )?);
+        register_writes_too(&mut self.fd)?;
         self.watching_writes = true;
         Ok(())
     }
@@ -87,11 +95,13 @@ impl AsyncRead for QuietStream {
         let fd = self.get_mut().fd()?;
         loop {
             let mut guard = ready!(fd.poll_read_ready(cx))?;
-            // SAFETY: read(2) writes only initialised bytes, at most the
+            // SAFETY: recv(2) writes only initialised bytes, at most the
             // length given, and the count it returns is what it wrote.
             let unfilled = unsafe { buf.unfilled_mut() };
             let room = unfilled.len();
-            let read = guard.try_io(|s| read_uninit(s.get_ref(), unfilled));
+            // socket2 reads into bytes not yet initialised (std's Read
+            // would have the 8 KiB zeroed first, for nothing).
+            let read = guard.try_io(|s| SockRef::from(s.get_ref()).recv(unfilled));
             match read {
                 Ok(Ok(n)) => {
                     // A short read emptied the socket: clear the readiness
@@ -100,7 +110,7 @@ impl AsyncRead for QuietStream {
                     if n > 0 && n < room {
                         guard.clear_ready();
                     }
-                    // SAFETY: read(2) initialised the first n bytes.
+                    // SAFETY: recv(2) initialised the first n bytes.
                     unsafe { buf.assume_init(n) };
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
@@ -112,23 +122,6 @@ impl AsyncRead for QuietStream {
             }
         }
     }
-}
-
-/// read(2) into bytes that may not be initialised yet.
-fn read_uninit(stream: &UnixStream, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-    if buf.is_empty() {
-        return Ok(0);
-    }
-    // std's Read wants initialised bytes (zeroing 8 KiB a read for
-    // nothing), so go through the descriptor directly.
-    use std::os::fd::AsRawFd;
-    // SAFETY: the pointer and length describe memory we may write, and the
-    // descriptor stays open while `stream` is borrowed.
-    let n = unsafe { libc::read(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n.unsigned_abs())
 }
 
 impl AsyncWrite for QuietStream {
