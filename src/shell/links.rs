@@ -34,9 +34,9 @@ use tokio::io::Interest;
 /// A backend's control socket as the runtime knows it.
 type LinkStream = RegisteredStream;
 
-use super::quiet_stream::{RegisteredStream, register, register_writes_too};
 use crate::backends::BackendId;
 use crate::core::QueueFull;
+use mname_quiet_stream::{RegisteredStream, register, register_writes_too};
 
 /// Bytes read from a backend per read call: many frames per read.
 pub const READ_CHUNK: usize = 64 * 1024;

@@ -32,7 +32,6 @@
 pub mod links;
 pub mod listeners;
 pub mod mmsg;
-pub mod quiet_stream;
 pub mod signals;
 pub mod stats_requests;
 pub mod sys;

@@ -46,13 +46,13 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::quiet_stream::QuietStream;
 use crate::backends::BackendId;
 use crate::core::{
     ConnActivity, SessionActivity, SessionEnd, SessionId, SessionKey, SessionPlan, TcpAnswer,
     TcpClose, TcpConn,
 };
 use mname_balancer_protocol::{self as frame, frame_type};
+use mname_quiet_stream::QuietStream;
 
 /// How a session's end reaches the loop, with the answers the balancer
 /// made on it.

@@ -26,6 +26,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, R
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
+use mname_quiet_stream::QuietStream;
+
 use crate::frame::{self, Frame, FrameBuffer, frame_type};
 
 /// Queries waiting for the application, across all sessions.
@@ -93,7 +95,7 @@ pub struct TcpSession {
     /// Buffered, so that reading a message (its length, then its body)
     /// takes one read per burst of pipelined queries, not three per query:
     /// a plain DNS-over-TCP server reads the same way.
-    stream: BufReader<UnixStream>,
+    stream: BufReader<QuietStream>,
 }
 
 impl TcpSession {
@@ -212,8 +214,13 @@ async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Inbound>) {
 }
 
 /// Serve one balancer connection: a control session, or (after
-/// INBOUND_TCP) a TCP session handed to the application.
-async fn serve_connection(mut stream: UnixStream, tx: mpsc::Sender<Inbound>) {
+/// INBOUND_TCP) a TCP session handed to the application.  The connection
+/// is a [`QuietStream`]: the balancer reading an answer does not wake this
+/// backend (and does not pay for waking it).
+async fn serve_connection(stream: UnixStream, tx: mpsc::Sender<Inbound>) {
+    let Ok(mut stream) = QuietStream::new(stream) else {
+        return;
+    };
     let (reply_tx, mut reply_rx) = mpsc::channel::<Vec<u8>>(REPLY_QUEUE);
     let mut frames = FrameBuffer::new();
     let mut hello = false;

@@ -1,16 +1,22 @@
 //! QUIET UNIX STREAMS
 //!
-//! An AF_UNIX stream socket registered with the runtime for readability
-//! only, until a write first finds its buffer full.  The kernel reports an
-//! AF_UNIX socket writable (an EPOLLOUT edge) every time the peer reads
-//! what was written to it; a socket registered for writability wakes the
-//! loop for nothing after every message the peer takes.  On a TCP session
-//! relayed to a backend that is one wake-up in four: the backend reads the
-//! query (EPOLLOUT, nothing to do), then answers (EPOLLIN).  So both the
-//! backend links ([`super::links`]) and the backend half of each TCP
-//! session ([`QuietStream`]) write straight to the socket and ask for
-//! writability only once a write would block; from then on, for the rest
-//! of the socket's life, they are registered for both.
+//! An AF_UNIX stream socket registered with the tokio runtime for
+//! readability only, until a write first finds its buffer full.  The kernel
+//! reports an AF_UNIX socket writable (an EPOLLOUT edge) every time the peer
+//! reads what was written to it; a socket registered for writability, as
+//! every `tokio::net::UnixStream` is, wakes its owner for nothing after every
+//! message the peer takes, and the peer pays for that wake-up inside its
+//! read.  On a connection that carries a query one way and its answer back,
+//! that is one wake-up in four.
+//!
+//! Both ends of the balancer protocol use it: the balancer for its backend
+//! links and the backend half of each TCP session, the Rust backend
+//! (`mname-balancer-backend`) for its control sessions and TCP sessions.
+//! A [`QuietStream`] writes straight to the socket and asks for writability
+//! only once a write would block; from then on, for the rest of the
+//! socket's life, it is registered for both.  [`register`] and
+//! [`register_writes_too`] do the same for an owner that drives the
+//! socket's readiness itself.
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
@@ -47,6 +53,7 @@ pub fn register_writes_too(slot: &mut Option<RegisteredStream>) -> io::Result<()
 }
 
 /// A stream that is not woken by the room its peer makes by reading.
+#[derive(Debug)]
 pub struct QuietStream {
     /// Taken only while it is registered anew ([`QuietStream::watch_writes`]).
     fd: Option<RegisteredStream>,
