@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A/B two builds of the balancer side by side, for the cost of a change.
 
-Starts three demo backends (release build) and two balancers in front of the
+Starts three demo backends (release build; --kind node: three node-mname
+processes, tests/interop/backend.js) and two balancers in front of the
 same backend sockets: A (default target/release/mname-balancer) on port
 15410 and B (--b BIN, an earlier build) on 15411.  Then, in interleaved
 rounds (A B A B ...), runs three dnsperf processes (-a 127.0.0.11..13, -q 64
@@ -30,6 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BACKEND = REPO / "target" / "release" / "mname-demo-backend"
+NODE_BACKEND = REPO / "tests" / "interop" / "backend.js"
 CLIENTS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
 
 
@@ -75,6 +77,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rate", type=int, help="dnsperf -Q per process (paced load)")
     ap.add_argument("--tcp", action="store_true")
+    ap.add_argument("--kind", choices=["demo", "node"], default="demo",
+                    help="backends: mname-demo-backend (default) or node-mname (tests/interop/backend.js)")
     ap.add_argument("--syscalls", action="store_true",
                     help="count system calls with perf stat (inflates the CPU figures)")
     args = ap.parse_args()
@@ -92,8 +96,13 @@ def main():
 
     try:
         for i in range(3):
-            start([BACKEND, "-s", tmp / "s" / str(5300 + i), "-n", f"b{i}"], tmp / f"b{i}.log")
-        wait_for(lambda: all((tmp / "s" / str(5300 + i)).exists() for i in range(3)), "backends")
+            sock = tmp / "s" / str(5300 + i)
+            if args.kind == "demo":
+                start([BACKEND, "-s", sock, "-n", f"b{i}"], tmp / f"b{i}.log")
+            else:
+                start(["node", NODE_BACKEND, "--socket", sock, "--name", f"b{i}"], tmp / f"b{i}.log")
+        wait_for(lambda: all(b"backend ready" in (tmp / f"b{i}.log").read_bytes() for i in range(3)),
+                 "backends")
         targets = {}
         for name, binary, port in [("A", args.a, 15410), ("B", args.b, 15411)]:
             p = start([binary, "-b", "127.0.0.1", "-p", port, "-s", tmp / "s", "-l", "warn"],
