@@ -20,7 +20,6 @@ stopped by PID.
 """
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
@@ -30,32 +29,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+from common import proc_counts, wait_for  # noqa: E402
 BACKEND = REPO / "target" / "release" / "mname-demo-backend"
 NODE_BACKEND = REPO / "tests" / "interop" / "backend.js"
 CLIENTS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
-
-
-def wait_for(cond, what, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            sys.exit(f"ab.py: timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def proc_counts(pid):
-    """CPU nanoseconds and (voluntary, involuntary) context switches of
-    every thread of `pid`."""
-    ns, vol, invol = 0, 0, 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            ns += int((task / "schedstat").read_text().split()[0])
-            status = (task / "status").read_text()
-        except OSError:
-            continue
-        vol += int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))
-        invol += int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))
-    return ns, vol, invol
 
 
 def perf_counts(path):

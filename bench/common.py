@@ -1,14 +1,18 @@
-"""What the single-balancer benchmarks share (overload.py, failover.py):
-starting demo backends and the release balancer on loopback, asking it a
-question, and running dnsperf with its output kept in a file."""
+"""What the single-balancer benchmarks share (overload.py, failover.py,
+ab.py, profile.py): starting demo backends and the release balancer on
+loopback, asking it a question, running dnsperf with its output kept in a
+file, waiting on a condition with a deadline, and reading a process's CPU
+time and context switches."""
 
 import os
+import re
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = 15700
@@ -104,3 +108,31 @@ def write_queries(tmp):
     with open(qfile, "w") as f:
         f.write("www.example.com A\na1.example.com A\nwhoami.example.com TXT\n")
     return qfile
+
+
+def wait_for(cond, what, timeout=20.0):
+    """Poll `cond` until it holds; exit naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            sys.exit(f"{os.path.basename(sys.argv[0])}: timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def proc_counts(pid):
+    """CPU nanoseconds and (voluntary, involuntary) context switches of
+    every thread of `pid`."""
+    ns, vol, invol = 0, 0, 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:  # gone
+        tasks = []
+    for task in tasks:
+        try:
+            ns += int((task / "schedstat").read_text().split()[0])
+            status = (task / "status").read_text()
+        except OSError:
+            continue
+        vol += int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))
+        invol += int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))
+    return ns, vol, invol

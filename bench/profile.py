@@ -33,7 +33,6 @@ tracepoints.  Everything it starts is stopped by PID when it ends.
 """
 
 import argparse
-import os
 import re
 import shutil
 import signal
@@ -47,6 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
+from common import proc_counts, wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -81,26 +81,6 @@ def answers(port):
         s.close()
 
 
-def wait_for(what, check, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            sys.exit(f"profile: {what} not ready within {timeout:.0f} s")
-        time.sleep(0.05)
-
-
-def threads(pids):
-    """Every thread of `pids` and of their children."""
-    out = []
-    for pid in pids:
-        for p in [pid] + children(pid):
-            try:
-                out += [(p, int(t)) for t in os.listdir(f"/proc/{p}/task")]
-            except OSError:
-                pass
-    return out
-
-
 def children(pid):
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -109,22 +89,14 @@ def children(pid):
         return []
 
 
-def snapshot(pids):
-    """CPU ns, voluntary and involuntary switches, summed over threads."""
-    cpu = vol = invol = 0
-    for p, t in threads(pids):
-        try:
-            with open(f"/proc/{p}/task/{t}/schedstat") as f:
-                cpu += int(f.read().split()[0])
-            with open(f"/proc/{p}/task/{t}/status") as f:
-                for line in f:
-                    if line.startswith("voluntary_ctxt_switches"):
-                        vol += int(line.split()[1])
-                    elif line.startswith("nonvoluntary_ctxt_switches"):
-                        invol += int(line.split()[1])
-        except OSError:
-            pass
-    return cpu, vol, invol
+def snapshot(pid):
+    """CPU ns, voluntary and involuntary switches of `pid` and its
+    children (nginx's workers), every thread."""
+    totals = [0, 0, 0]
+    for p in [pid] + children(pid):
+        ns, vol, invol = proc_counts(p)
+        totals = [totals[0] + ns, totals[1] + vol, totals[2] + invol]
+    return totals
 
 
 def malloc_probe():
@@ -173,7 +145,7 @@ class Run:
                 argv = ["node", REPO / "tests/interop/backend.js", "--socket", sock, "--name", name,
                         "--port", port, "--address", HOST]
             pids.append(self.start(argv, log).pid)
-            wait_for(f"backend {name}", lambda: b"backend ready" in (self.tmp / log).read_bytes())
+            wait_for(lambda: b"backend ready" in (self.tmp / log).read_bytes(), f"backend {name}")
         return socks, pids
 
     def target(self, socks):
@@ -196,7 +168,7 @@ class Run:
             conf = self.tmp / "dnsdist.conf"
             conf.write_text(peers.dnsdist_conf(HOST, PORT, backends, generated_by="bench/profile.py"))
             p = self.start(peers.dnsdist_argv(conf), "target.log")
-        wait_for(name, lambda: answers(PORT))
+        wait_for(lambda: answers(PORT), name)
         return p.pid
 
     def load(self):
@@ -247,7 +219,7 @@ def main():
         clients = run.load()
         # Measured once the load has settled, not from its first queries.
         time.sleep(WARMUP_S)
-        cpu0 = snapshot([pid])
+        cpu0 = snapshot(pid)
         counts = ""
         if args.record:
             data = REPO / "bench" / "results" / f"profile-{args.target}-{args.kind}-{args.proto}.data"
@@ -267,7 +239,7 @@ def main():
             r = subprocess.run(["perf", "stat", "-x,", "-e", ",".join(events), "-p", pids,
                                 "--", "sleep", str(args.seconds)], capture_output=True, text=True)
             counts = r.stderr
-        cpu1 = snapshot([pid])
+        cpu1 = snapshot(pid)
         for c in clients:
             c.wait(timeout=WARMUP_S + args.seconds + 30)
         answered = sum(sent_and_answered(run.tmp / f"dnsperf-{src}.out") for src in CLIENTS)
