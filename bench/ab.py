@@ -13,10 +13,11 @@ context switches (voluntary and not, from /proc status).  With --syscalls,
 itself costs CPU: the CPU figures of such a run are inflated).  Prints per
 round and the medians: queries/s, average latency (dnsperf's), CPU
 us/query, context switches/query (voluntary + involuntary) and, with
---syscalls, syscalls/query.  Everything runs on loopback; processes are
-stopped by PID.
+--syscalls, syscalls/query; with --latency, the p99 latency of every
+answer of the round (dnsperf -v).  Everything runs on loopback; processes
+are stopped by PID.
 
-    python3 bench/ab.py --b /path/to/old/mname-balancer [--rounds 3] [--seconds 5] [--rate QPS] [--tcp] [--syscalls]
+    python3 bench/ab.py --b /path/to/old/mname-balancer [--rounds 3] [--seconds 5] [--rate QPS] [--tcp] [--syscalls] [--latency] [--kind node]
 """
 
 import argparse
@@ -55,6 +56,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rate", type=int, help="dnsperf -Q per process (paced load)")
     ap.add_argument("--tcp", action="store_true")
+    ap.add_argument("--latency", action="store_true",
+                    help="dnsperf -v: report each round's p99 latency over every query (paced loads)")
     ap.add_argument("--kind", choices=["demo", "node"], default="demo",
                     help="backends: mname-demo-backend (default) or node-mname (tests/interop/backend.js)")
     ap.add_argument("--syscalls", action="store_true",
@@ -109,11 +112,17 @@ def main():
                         argv += ["-Q", str(args.rate)]
                     if args.tcp:
                         argv += ["-m", "tcp"]
+                    if args.latency:
+                        argv += ["-v"]
                     dps.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
                 done = 0
                 lat = []
+                each = []
                 for d in dps:
                     out, _ = d.communicate(timeout=args.seconds + 30)
+                    # dnsperf -v: "> NOERROR name type latency" per answer.
+                    each += [float(line.split()[-1]) * 1e6 for line in out.splitlines()
+                             if line.startswith("> ") and re.match(r"[\d.]+$", line.split()[-1])]
                     m = re.search(r"Queries completed:\s+(\d+)", out)
                     done += int(m.group(1)) if m else 0
                     m = re.search(r"Average Latency \(s\):\s+([\d.]+)", out)
@@ -125,18 +134,23 @@ def main():
                     perf.wait(timeout=30)
                     syscalls = perf_counts(perf_out)["syscalls"]
                 n = max(done, 1)
+                each.sort()
+                p99 = each[min(len(each) - 1, int(len(each) * 0.99))] if each else float("nan")
                 row = {"qps": done / args.seconds, "lat_us": statistics.mean(lat) if lat else float("nan"),
+                       "p99_us": p99,
                        "us_q": (after[0] - before[0]) / 1000 / n,
                        "sys_q": syscalls / n,
                        "vcs_q": (after[1] - before[1]) / n, "ics_q": (after[2] - before[2]) / n}
                 results[name].append(row)
-                print(f"round {r} {name}: {row['qps']:>9,.0f} q/s  lat {row['lat_us']:.0f} us  {row['us_q']:.2f} us/q  "
+                print(f"round {r} {name}: {row['qps']:>9,.0f} q/s  lat {row['lat_us']:.0f} us  "
+                      f"p99 {row['p99_us']:.0f} us  {row['us_q']:.2f} us/q  "
                       f"cs/q {row['vcs_q']:.3f}+{row['ics_q']:.3f}  {row['sys_q']:.3f} syscalls/q", flush=True)
                 time.sleep(0.5)
         print("medians:")
         for name in results:
             med = {k: statistics.median(x[k] for x in results[name]) for k in results[name][0]}
             print(f"  {name} ({'a' if name == 'A' else 'b'}): {med['qps']:>9,.0f} q/s  lat {med['lat_us']:.0f} us  "
+                  f"p99 {med['p99_us']:.0f} us  "
                   f"{med['us_q']:.2f} us/q  cs/q {med['vcs_q']:.3f}+{med['ics_q']:.3f}  "
                   f"{med['sys_q']:.3f} syscalls/q")
     finally:
