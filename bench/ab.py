@@ -114,12 +114,17 @@ def main():
                         argv += ["-m", "tcp"]
                     if args.latency:
                         argv += ["-v"]
-                    dps.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+                    # Into a file, not a pipe: with -v a client whose pipe
+                    # filled while another was read would stop sending.
+                    outfile = tmp / f"dnsperf.{name}.{r}.{c}"
+                    dps.append((subprocess.Popen(argv, stdout=open(outfile, "w"), stderr=subprocess.STDOUT),
+                                outfile))
                 done = 0
                 lat = []
                 each = []
-                for d in dps:
-                    out, _ = d.communicate(timeout=args.seconds + 30)
+                for d, outfile in dps:
+                    d.wait(timeout=args.seconds + 30)
+                    out = outfile.read_text(errors="replace")
                     # dnsperf -v: "> NOERROR name type latency" per answer.
                     each += [float(line.split()[-1]) * 1e6 for line in out.splitlines()
                              if line.startswith("> ") and re.match(r"[\d.]+$", line.split()[-1])]

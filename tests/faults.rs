@@ -1,7 +1,8 @@
 //! Backends that misbehave: garbage, protocol violations, a hung process, a
-//! backend that never reads, TCP sessions that are slow to start.  Each is
-//! a real AF_UNIX server (hand-written here where the misbehaviour needs
-//! it) behind the real balancer binary.
+//! backend that never reads, TCP sessions that are slow to start; and one
+//! that only looks odd, writing each answer frame in two pieces as
+//! node-mname does.  Each is a real AF_UNIX server (hand-written here where
+//! the behaviour needs it) behind the real balancer binary.
 
 mod common;
 
@@ -53,6 +54,79 @@ fn behave(mut s: UnixStream) {
 
 fn be_path_is(r: &serde_json::Value, path: &Path) -> bool {
     r["be_path"] == path.display().to_string()
+}
+
+/// node-mname writes each OUTBOUND_UDP frame as two writes, its header
+/// then its message.  This backend does the same, with the message 2 ms
+/// behind its header, so the balancer reads the header alone every time
+/// and must join the two (the loop gives the CPU away once and reads
+/// again, then waits for the message if it is not there yet).
+#[tokio::test]
+async fn answer_frames_written_in_two_pieces_are_joined() {
+    let dir = sockdir();
+    raw_backend(&dir.path().join("pieces"), |mut s, first| {
+        if first != 1 {
+            return;
+        }
+        put(&mut s, &[1001]);
+        let mut frames = mname_balancer_protocol::FrameBuffer::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            frames.extend(&buf[..n]);
+            let mut out = Vec::new();
+            while let Ok(Some(f)) = frames.next_frame() {
+                match f {
+                    mname_balancer_protocol::Frame::ClientHello => put(&mut s, &[1001]),
+                    mname_balancer_protocol::Frame::ClientHeartbeat => put(&mut s, &[1004]),
+                    mname_balancer_protocol::Frame::InboundUdp {
+                        addr,
+                        port,
+                        payload,
+                    } => {
+                        let mut answer = payload.to_vec();
+                        answer[2] |= 0x80;
+                        mname_balancer_protocol::Frame::OutboundUdp {
+                            addr,
+                            port,
+                            payload: &answer,
+                        }
+                        .encode(&mut out);
+                    }
+                    _ => return,
+                }
+            }
+            if !out.is_empty() {
+                let (header, message) = out.split_at(16);
+                let _ = s.write_all(header);
+                std::thread::sleep(Duration::from_millis(2));
+                let _ = s.write_all(message);
+            }
+        }
+    });
+    let bal = Balancer::start(dir.path(), FAST_TIMERS);
+    bal.wait_established(1);
+    let sock = UdpSocket::bind((lo(9), 0)).await.unwrap();
+    for id in 1..=40u16 {
+        let q = query("www.example.com.", RecordType::A, id);
+        sock.send_to(&q, bal.target()).await.unwrap();
+        let mut got = [0u8; 512];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut got))
+            .await
+            .unwrap_or_else(|_| panic!("no answer to query {id}"))
+            .unwrap();
+        let m = Message::from_vec(&got[..n]).unwrap();
+        assert_eq!(m.id, id);
+        assert!(m.message_type == hickory_proto::op::MessageType::Response);
+    }
+    assert_eq!(
+        bal.proc
+            .count("backend faulted (reset and reconnect)", |_| true),
+        0
+    );
 }
 
 #[tokio::test]

@@ -311,6 +311,12 @@ impl Core {
         self.links.get(&id).map(|s| s.generation)
     }
 
+    /// Whether backend `id`'s link holds part of a frame: bytes read that
+    /// the rest of their frame has yet to follow.
+    pub fn link_mid_frame(&self, id: BackendId) -> bool {
+        self.links.get(&id).is_some_and(|l| l.frames.pending() > 0)
+    }
+
     /// Answers gathered from backends were sent: `sent` left, `failed` did
     /// not (a full socket buffer drops them, as UDP may).
     pub fn on_replies_sent(&mut self, sent: u64, failed: u64) {

@@ -286,6 +286,11 @@ impl Links {
         }
     }
 
+    /// Whether link `id` has been reported readable and not yet drained.
+    pub fn is_readable(&self, id: BackendId) -> bool {
+        self.links.get(&id).is_some_and(|l| l.readable)
+    }
+
     /// The ids of links that were reported readable.
     pub fn readable(&self, into: &mut Vec<BackendId>) {
         into.clear();
@@ -295,6 +300,14 @@ impl Links {
                 .filter(|(_, l)| l.readable)
                 .map(|(&id, _)| id),
         );
+    }
+
+    /// Read once from link `id` into `buf` whether or not the runtime has
+    /// reported it readable (the rest of a frame known to be on its way).
+    /// `None` when there is nothing yet, as [`Links::read`].
+    pub fn read_again(&mut self, id: BackendId, buf: &mut [u8]) -> Option<(u64, LinkNews)> {
+        self.links.get_mut(&id)?.readable = true;
+        self.read(id, buf)
     }
 
     /// Read once from link `id` into `buf` (one buffer serves every link:

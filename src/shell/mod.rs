@@ -12,7 +12,10 @@
 //! 1. the event that woke it (signal, stats request, session end);
 //! 2. bytes waiting on backend sockets ([`links`]), read into one reused
 //!    buffer and given to [`Core::on_link_bytes`]; the answers among them
-//!    leave at once, in one `sendmmsg` per socket;
+//!    leave at once, in one `sendmmsg` per socket; a link drained in the
+//!    middle of a frame (node-mname writes a frame's header and message
+//!    apart) is read once more after one `sched_yield`, rather than the
+//!    loop sleeping until the message wakes it;
 //! 3. connections waiting to be accepted;
 //! 4. datagrams waiting on the UDP sockets, in bounded batches
 //!    ([`udp`], `recvmmsg`), each framed in its receive buffer and given to
@@ -164,6 +167,8 @@ struct Shell {
     /// One read buffer serves every backend link.
     read_buf: Vec<u8>,
     readable: Vec<BackendId>,
+    /// Links drained in the middle of a frame at this turn (reused).
+    mid_frame: Vec<BackendId>,
     /// Log records the log queue dropped ([`crate::logging`]).
     log_dropped: Arc<AtomicU64>,
     /// Paths the directory watch reported (reused).
@@ -215,6 +220,7 @@ pub async fn run(
         session_tx,
         read_buf: vec![0; READ_CHUNK],
         readable: Vec::new(),
+        mid_frame: Vec::new(),
         log_dropped,
         appeared: Vec::new(),
         learned,
@@ -293,6 +299,9 @@ pub async fn run(
         if ready.links || shell.links.has_work() {
             shell.read_links(now);
             shell.send_answers();
+            if shell.finish_frames(now) {
+                shell.send_answers();
+            }
         }
         if let Some(accepted) = ready.accepted.take() {
             shell.on_accepted(accepted, now);
@@ -408,30 +417,73 @@ impl Shell {
     fn read_links(&mut self, now: Instant) {
         let mut ids = std::mem::take(&mut self.readable);
         self.links.readable(&mut ids);
+        self.mid_frame.clear();
         for &id in &ids {
             for _ in 0..READS_PER_WAKE {
-                let Some((generation, news)) = self.links.read(id, &mut self.read_buf) else {
+                let Some(news) = self.links.read(id, &mut self.read_buf) else {
                     break;
                 };
-                let mut io = ShellIo {
-                    udp: self.udp.out(),
-                    links: &mut self.links,
-                    cmds: &mut self.cmds,
-                };
-                match news {
-                    LinkNews::Bytes(n) => {
-                        let bytes = &self.read_buf[..n];
-                        self.core.on_link_bytes(now, id, generation, bytes, &mut io);
-                    }
-                    LinkNews::Closed(error) => {
-                        self.core
-                            .on_link_closed(now, id, generation, error.as_ref(), &mut io);
-                        break;
-                    }
+                if !self.on_link_news(id, news, now) {
+                    break;
                 }
+            }
+            if self.core.link_mid_frame(id) && !self.links.is_readable(id) {
+                self.mid_frame.push(id);
             }
         }
         self.readable = ids;
+    }
+
+    /// Hand what a read of link `id` brought to the core; false once the
+    /// link has closed.
+    fn on_link_news(
+        &mut self,
+        id: BackendId,
+        (generation, news): (u64, LinkNews),
+        now: Instant,
+    ) -> bool {
+        let mut io = ShellIo {
+            udp: self.udp.out(),
+            links: &mut self.links,
+            cmds: &mut self.cmds,
+        };
+        match news {
+            LinkNews::Bytes(n) => {
+                let bytes = &self.read_buf[..n];
+                self.core.on_link_bytes(now, id, generation, bytes, &mut io);
+                true
+            }
+            LinkNews::Closed(error) => {
+                self.core
+                    .on_link_closed(now, id, generation, error.as_ref(), &mut io);
+                false
+            }
+        }
+    }
+
+    /// Links whose socket was drained in the middle of a frame: the rest is
+    /// a write away (node-mname writes each answer's header and message
+    /// with two writes).  Rather than sleep until it wakes the loop, give
+    /// the CPU away once (to the backend, when it waits for this CPU to
+    /// write the rest), then read those links again.  Called once the
+    /// answers already whole have left, so none waits for the yield.
+    /// Returns whether anything was read.
+    fn finish_frames(&mut self, now: Instant) -> bool {
+        if self.mid_frame.is_empty() {
+            return false;
+        }
+        std::thread::yield_now();
+        let ids = std::mem::take(&mut self.mid_frame);
+        let mut read = false;
+        for &id in &ids {
+            if let Some(news) = self.links.read_again(id, &mut self.read_buf) {
+                read = true;
+                self.on_link_news(id, news, now);
+            }
+        }
+        self.mid_frame = ids;
+        self.mid_frame.clear();
+        read
     }
 
     /// Sockets appeared in the directory: `first`, and any others queued.
