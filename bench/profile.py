@@ -37,7 +37,6 @@ import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
-from common import proc_counts, wait_for  # noqa: E402
+from common import proc_counts, query, wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -58,13 +57,6 @@ WARMUP_S = 2
 SYSCALLS = ["epoll_wait", "epoll_pwait", "recvfrom", "sendto", "read", "write", "readv",
             "writev", "recvmsg", "sendmsg", "recvmmsg", "sendmmsg", "epoll_ctl"]
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
-
-
-def query(name, qid):
-    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    for label in name.split("."):
-        q += bytes([len(label)]) + label.encode()
-    return q + b"\0" + struct.pack(">HH", 1, 1)
 
 
 def answers(port):

@@ -473,16 +473,15 @@ impl Shell {
             return false;
         }
         std::thread::yield_now();
-        let ids = std::mem::take(&mut self.mid_frame);
+        let mut ids = std::mem::take(&mut self.mid_frame);
         let mut read = false;
-        for &id in &ids {
+        for id in ids.drain(..) {
             if let Some(news) = self.links.read_again(id, &mut self.read_buf) {
                 read = true;
                 self.on_link_news(id, news, now);
             }
         }
         self.mid_frame = ids;
-        self.mid_frame.clear();
         read
     }
 
