@@ -68,16 +68,19 @@ fn main() -> ExitCode {
         let ready_log = log.clone();
         tokio::spawn(async move { activation::notify_ready(&status, &ready_log) });
         // Signals are handled inside the loop (drain on the first SIGTERM,
-        // exit on the second), so no extra shutdown trigger is needed.
-        let result = shell::run(
+        // exit on the second), so no extra shutdown trigger is needed.  A
+        // task of its own (see crate::shell): the sessions' tasks wake it
+        // through the run queue, not the runtime's eventfd.
+        let result = tokio::spawn(shell::run(
             config,
             log.clone(),
             listeners,
             stats,
             logs.dropped.clone(),
             std::future::pending(),
-        )
-        .await;
+        ))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         drop(sidecar);
         if !stopping.swap(true, Ordering::SeqCst) {
             activation::notify_stopping("exiting", &log);

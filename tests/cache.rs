@@ -10,134 +10,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cached::*;
 use common::stats::{balstat, balstat_json, text, u};
-use common::*;
-use hickory_proto::op::{Edns, Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RecordType};
-use serde_json::Value;
-use tokio::net::UdpSocket;
-
-/// Polls give up after this long.
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// One backend (5300) behind a balancer with a stats socket, and a client.
-struct Cached {
-    _dir: tempfile::TempDir,
-    _stats_dir: tempfile::TempDir,
-    backend: Backend,
-    bal: Balancer,
-    sock: String,
-    client: UdpSocket,
-}
-
-impl Cached {
-    async fn start(backend_flags: &[&str], flags: &[&str]) -> Cached {
-        let dir = sockdir();
-        let backend = Backend::start_with(dir.path(), "5300", backend_flags);
-        let stats_dir = sockdir();
-        let sock = stats_dir.path().join("stats.sock");
-        let sock = sock.to_str().unwrap_or_default().to_string();
-        let mut args = vec!["-S", sock.as_str()];
-        args.extend_from_slice(flags);
-        let bal = Balancer::start(dir.path(), &args);
-        bal.wait_established(1);
-        bal.proc.wait_for("stats socket listening", |_| true);
-        let client = UdpSocket::bind((lo(41), 0)).await.expect("client socket");
-        Cached {
-            _dir: dir,
-            _stats_dir: stats_dir,
-            backend,
-            bal,
-            sock,
-            client,
-        }
-    }
-
-    /// Send `query` and return the answer with its id, or None after 3 s.
-    async fn ask(&self, query: &[u8]) -> Option<Vec<u8>> {
-        self.client.send_to(query, self.bal.target()).await.ok()?;
-        let mut buf = vec![0u8; 65535];
-        let until = tokio::time::Instant::now() + Duration::from_secs(3);
-        loop {
-            let (n, _) = tokio::time::timeout_at(until, self.client.recv_from(&mut buf))
-                .await
-                .ok()?
-                .ok()?;
-            if buf[..n.min(2)] == query[..2] {
-                return Some(buf[..n].to_vec());
-            }
-        }
-    }
-
-    fn summary(&self) -> Value {
-        balstat_json(&self.sock, &["summary"])
-    }
-
-    fn counter(&self, name: &str) -> u64 {
-        u(&self.summary()["counters"][name])
-    }
-
-    /// UDP queries the backend has been sent.
-    fn backend_queries(&self) -> u64 {
-        u(&self.summary()["backends"][0]["udp"])
-    }
-}
-
-/// A query for `name` (type `rtype`) with id `id`, RD `rd`, CD `cd` and,
-/// if given, EDNS with that buffer size and DO bit.
-fn q(
-    name: &str,
-    rtype: RecordType,
-    id: u16,
-    rd: bool,
-    cd: bool,
-    edns: Option<(u16, bool)>,
-) -> Vec<u8> {
-    let mut m = Message::query();
-    m.metadata.id = id;
-    m.metadata.recursion_desired = rd;
-    m.metadata.checking_disabled = cd;
-    m.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
-    if let Some((size, dnssec_ok)) = edns {
-        let mut e = Edns::new();
-        e.set_max_payload(size);
-        e.set_dnssec_ok(dnssec_ok);
-        m.set_edns(e);
-    }
-    m.to_vec().expect("query encodes")
-}
-
-fn a(name: &str, id: u16) -> Vec<u8> {
-    q(name, RecordType::A, id, true, false, None)
-}
-
-fn parse(bytes: &[u8]) -> Message {
-    Message::from_vec(bytes).expect("answer parses")
-}
-
-/// The TTL of every record in the answer and authority sections.
-fn ttls(bytes: &[u8]) -> Vec<u32> {
-    let m = parse(bytes);
-    m.answers
-        .iter()
-        .chain(&m.authorities)
-        .map(|r| r.ttl)
-        .collect()
-}
-
-async fn poll<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{what}: not within {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
 
 #[tokio::test]
 async fn a_hit_is_answered_without_the_backend_with_the_clients_id_and_spelling() {
@@ -417,9 +293,11 @@ async fn stale_answers_when_every_backend_is_gone_then_servfail() {
             Some((1232, false)),
         )
     };
+    // Taken before the query is sent: the entry's TTL runs from when the
+    // loop read the answer, never earlier than this.
+    let learned_at = Instant::now();
     c.ask(&a("www.example.com.", 1)).await.expect("learned");
     c.ask(&edns(2)).await.expect("learned with EDNS");
-    let learned_at = Instant::now();
     c.backend.proc.kill9();
     c.bal.proc.wait_for("backend socket closed", |_| true);
     let mut id = 100;
@@ -547,49 +425,4 @@ async fn off_by_default_every_query_reaches_the_backend() {
     assert_eq!(u(&s["backends"][0]["udp"]), 5);
     assert_eq!(u(&s["counters"]["cache_misses"]), 0);
     assert_eq!(u(&s["cache"]["max_entries"]), 0);
-}
-
-#[tokio::test]
-async fn answers_learned_over_tcp_serve_udp_clients_when_they_fit() {
-    let c = Cached::start(&[], &["--cache-size", "100"]).await;
-    let mid = |id, edns| q("mid.example.com.", RecordType::TXT, id, true, false, edns);
-    // Three queries pipelined on one TCP connection: an A record, and the
-    // ~1,250-byte TXT without EDNS and with a 1,400-byte buffer.
-    let mut tcp = tcp_connect(lo(42), c.bal.target()).await;
-    for query in [
-        a("www.example.com.", 7),
-        mid(8, None),
-        mid(9, Some((1400, false))),
-    ] {
-        tcp_send(&mut tcp, &query).await;
-    }
-    let mut sizes = Vec::new();
-    for _ in 0..3 {
-        let answer = tcp_recv_raw(&mut tcp).await.expect("TCP answer");
-        assert!(!parse(&answer).metadata.truncation);
-        sizes.push(answer.len());
-    }
-    assert!(sizes.iter().any(|&n| n > 1250), "{sizes:?}");
-    poll("three answers learned over TCP", async || {
-        (c.counter("cache_stored_tcp") == 3).then_some(())
-    })
-    .await;
-    assert_eq!(c.counter("cache_stored"), 3);
-    assert_eq!(c.backend_queries(), 0, "no UDP query reached the backend");
-
-    // A UDP client asking the same: answered from what TCP learned.
-    let hit = c.ask(&a("www.example.com.", 0x99)).await.expect("answer");
-    assert_eq!(&hit[..2], &[0, 0x99]);
-    assert_eq!(parse(&hit).answers.len(), 1);
-    let big = c.ask(&mid(10, Some((1400, false)))).await.expect("answer");
-    assert!(big.len() > 1250 && !parse(&big).metadata.truncation);
-    assert_eq!(c.counter("cache_hits"), 2);
-    assert_eq!(c.backend_queries(), 0, "both answered by the cache");
-
-    // Without EDNS a UDP client takes 512 bytes: the TCP answer does not
-    // fit, so the backend is asked, and truncates.
-    let small = c.ask(&mid(11, None)).await.expect("answer");
-    assert!(small.len() <= 512 && parse(&small).metadata.truncation);
-    assert_eq!(c.backend_queries(), 1);
-    assert_eq!(c.counter("cache_hits"), 2);
 }

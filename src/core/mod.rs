@@ -363,9 +363,11 @@ impl Core {
     }
 
     /// A backend answered a query over TCP (a session's answer, paired by
-    /// [`tcp_learn`]): learn it as an answer over UDP is learned.
+    /// [`tcp_learn`]): learn it as an answer over UDP is learned, unless
+    /// the cache holds a fresh answer for it already (as a UDP query the
+    /// cache answers never reaches a backend to be learned again).
     pub fn learn_tcp_answer(&mut self, a: &TcpAnswer) {
-        if !self.cache.is_on() {
+        if !self.cache.is_on() || self.cache.holds_fresh(&a.query, a.at) {
             return;
         }
         let learned = self.cache.learn(&a.query, &a.answer, a.at);

@@ -191,6 +191,14 @@ impl TcpConn {
         self.learner.as_mut().map_or(0, |l| l.take(out))
     }
 
+    /// Give the learner empty buffers from `pool` for its next copies
+    /// ([`TcpLearner::restock`]).
+    pub fn restock_learning(&mut self, pool: &mut Vec<Vec<u8>>) {
+        if let Some(l) = &mut self.learner {
+            l.restock(pool);
+        }
+    }
+
     /// Read client bytes with `read` (see [`TcpMessages::read_with`]).
     pub fn read_client<E>(
         &mut self,

@@ -20,6 +20,11 @@
 //! else (a query past the bound, an answer too large for any UDP client,
 //! one that matches no query) is let through unlearned: learning never
 //! changes what the client is sent.
+//!
+//! Learning allocates nothing per query once a connection has warmed up:
+//! the copies are made into buffers that come back once the loop has
+//! learned their pair ([`TcpAnswer::into_buffers`], [`TcpLearner::restock`]),
+//! each connection keeping at most [`MAX_SPARE`] of them.
 
 use tokio::time::Instant;
 
@@ -35,6 +40,9 @@ pub const MAX_QUERY: usize = 512;
 pub const MAX_ANSWER: usize = 4096;
 /// Pairs held for the loop before the oldest is dropped.
 pub const MAX_LEARNED: usize = 16;
+/// Empty buffers a connection keeps for its next copies: a query and its
+/// answer.  A client with more queries outstanding allocates the rest.
+pub const MAX_SPARE: usize = 2;
 
 /// A query and the answer the backend gave it over TCP, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +50,13 @@ pub struct TcpAnswer {
     pub query: Vec<u8>,
     pub answer: Vec<u8>,
     pub at: Instant,
+}
+
+impl TcpAnswer {
+    /// The pair's two buffers, to be used again ([`TcpLearner::restock`]).
+    pub fn into_buffers(self) -> [Vec<u8>; 2] {
+        [self.query, self.answer]
+    }
 }
 
 /// One connection's pairing of queries with answers.
@@ -56,6 +71,8 @@ pub struct TcpLearner {
     /// Pairs dropped because the loop had not taken them.
     dropped: u64,
     key: Vec<u8>,
+    /// Empty buffers for the next copies (at most [`MAX_SPARE`]).
+    spare: Vec<Vec<u8>>,
 }
 
 impl TcpLearner {
@@ -71,20 +88,32 @@ impl TcpLearner {
         let id = u16::from_be_bytes([query[0], query[1]]);
         // A client that reuses an id before its answer came: the later
         // query is the one remembered.
-        self.pending.retain(|(p, _)| *p != id);
+        if let Some(i) = self.pending.iter().position(|(p, _)| *p == id) {
+            let (_, old) = self.pending.remove(i);
+            self.give_back(old);
+        }
         if self.pending.len() >= MAX_PENDING {
             // The oldest is likely never to be answered (the backend
             // dropped it): it gives way, so one lost answer does not stop
             // a long-lived connection from ever teaching the cache again.
-            self.pending.remove(0);
+            let (_, old) = self.pending.remove(0);
+            self.give_back(old);
         }
-        self.pending.push((id, query.to_vec()));
+        let mut copy = self.spare.pop().unwrap_or_default();
+        copy.extend_from_slice(query);
+        self.pending.push((id, copy));
     }
 
     /// An answer of `len` bytes begins in the backend's stream.
     pub fn on_answer_start(&mut self, len: usize) {
-        self.answer = ((12..=MAX_ANSWER).contains(&len) && !self.pending.is_empty())
-            .then(|| Vec::with_capacity(len));
+        if let Some(unfinished) = self.answer.take() {
+            self.give_back(unfinished);
+        }
+        if (12..=MAX_ANSWER).contains(&len) && !self.pending.is_empty() {
+            let mut copy = self.spare.pop().unwrap_or_default();
+            copy.reserve(len);
+            self.answer = Some(copy);
+        }
     }
 
     /// Bytes of the answer that began.
@@ -101,11 +130,14 @@ impl TcpLearner {
         };
         let id = u16::from_be_bytes([answer[0], answer[1]]);
         let Some(i) = self.pending.iter().position(|(p, _)| *p == id) else {
+            self.give_back(answer);
             return;
         };
         let (_, query) = self.pending.swap_remove(i);
         if self.learned.len() >= MAX_LEARNED {
-            self.learned.remove(0);
+            let [q, a] = self.learned.remove(0).into_buffers();
+            self.give_back(q);
+            self.give_back(a);
             self.dropped += 1;
         }
         self.learned.push(TcpAnswer {
@@ -125,6 +157,24 @@ impl TcpLearner {
     pub fn take(&mut self, out: &mut Vec<TcpAnswer>) -> u64 {
         out.append(&mut self.learned);
         std::mem::take(&mut self.dropped)
+    }
+
+    /// Take empty buffers from `pool` until this connection holds
+    /// [`MAX_SPARE`].
+    pub fn restock(&mut self, pool: &mut Vec<Vec<u8>>) {
+        while self.spare.len() < MAX_SPARE
+            && let Some(b) = pool.pop()
+        {
+            self.give_back(b);
+        }
+    }
+
+    /// Keep `buf`, emptied, for a later copy (if room).
+    fn give_back(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < MAX_SPARE && buf.capacity() <= MAX_ANSWER {
+            buf.clear();
+            self.spare.push(buf);
+        }
     }
 }
 
@@ -196,6 +246,42 @@ mod tests {
         let mut out = Vec::new();
         l.take(&mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn buffers_the_loop_gives_back_carry_the_next_pair() {
+        let now = Instant::now();
+        let mut l = TcpLearner::new();
+        let q1 = query(1, "a.example", 1);
+        l.on_query(&q1);
+        feed(&mut l, &answer_to(&q1), now);
+        let mut out = Vec::new();
+        l.take(&mut out);
+        let [q, a] = out.pop().expect("a pair").into_buffers();
+        let (qp, ap) = (q.as_ptr(), a.as_ptr());
+        // The loop has learned the pair and hands its buffers back.
+        let mut pool = vec![q, a];
+        l.restock(&mut pool);
+        assert!(pool.is_empty());
+        let q2 = query(2, "b.example", 1);
+        l.on_query(&q2);
+        feed(&mut l, &answer_to(&q2), now);
+        l.take(&mut out);
+        let pair = out.pop().expect("a pair");
+        assert_eq!(
+            (pair.query.clone(), pair.answer.clone()),
+            (q2.clone(), answer_to(&q2))
+        );
+        let mut used = [pair.query.as_ptr(), pair.answer.as_ptr()];
+        used.sort();
+        let mut given = [qp, ap];
+        given.sort();
+        assert_eq!(used, given, "the copies went into the buffers given back");
+        // A connection keeps no more than MAX_SPARE, whatever it is offered.
+        let mut many: Vec<Vec<u8>> = (0..10).map(|_| Vec::with_capacity(64)).collect();
+        l.restock(&mut many);
+        assert_eq!(many.len(), 10 - MAX_SPARE);
+        assert_eq!(l.spare.len(), MAX_SPARE);
     }
 
     #[test]

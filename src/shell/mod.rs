@@ -5,11 +5,13 @@
 //! the shell then carries out what the core asked through [`Io`].  The
 //! loop sleeps until something is ready: a datagram on a UDP socket,
 //! bytes on a backend's control socket (or room to write to one), a TCP
-//! connection, a signal, a stats request, the end of a TCP session, or the
-//! core's next deadline ([`Core::poll_timeout`]).  Each wake-up does all
-//! the work that is ready, in this order:
+//! connection, a signal, a stats request, the end of a TCP session, TCP
+//! answers for the packet cache to learn, or the core's next deadline
+//! ([`Core::poll_timeout`]).  Each wake-up does all the work that is
+//! ready, in this order:
 //!
-//! 1. the event that woke it (signal, stats request, session end);
+//! 1. the event that woke it (signal, stats request, session end), and
+//!    the answers TCP sessions handed over for the cache;
 //! 2. bytes waiting on backend sockets ([`links`]), read into one reused
 //!    buffer and given to [`Core::on_link_bytes`]; the answers among them
 //!    leave at once, in one `sendmmsg` per socket; a link drained in the
@@ -30,7 +32,11 @@
 //! Nothing on the way of a datagram is a task hand-off, a channel message
 //! or an allocation.  TCP sessions are relayed by tasks of their own
 //! ([`tcp_session`]), one per client connection, in a `JoinSet` the loop
-//! owns.
+//! owns.  The loop is itself a spawned task, not the future the runtime
+//! blocks on: a session that wakes it (ending, or handing over answers to
+//! learn) then puts it on the runtime's run queue, where waking the future
+//! the runtime blocks on costs a write to the runtime's eventfd and one
+//! more `epoll_wait`.
 
 pub mod links;
 pub mod listeners;
@@ -148,6 +154,8 @@ enum Wake {
     SocketAppeared(PathBuf),
     Io(IoReady),
     Timer,
+    /// TCP sessions handed over answers to learn (learned at every turn).
+    AnswersToLearn,
 }
 
 /// The loop's state: the core and the sockets it drives.
@@ -178,6 +186,8 @@ struct Shell {
     learned: Option<Arc<LearnedAnswers>>,
     /// The answers taken from there at a turn (reused).
     learned_now: Vec<crate::core::TcpAnswer>,
+    /// Their buffers, on their way back to the sessions.
+    learned_buffers: Vec<Vec<u8>>,
 }
 
 /// Run the balancer on `listeners` until the core says exit or
@@ -225,6 +235,7 @@ pub async fn run(
         appeared: Vec::new(),
         learned,
         learned_now: Vec::new(),
+        learned_buffers: Vec::new(),
     };
     let now = Instant::now();
     shell.with_io(|core, io| core.start(now, io));
@@ -232,6 +243,7 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let mut signals = Signals::install().forward();
+    let learned = shell.learned.clone();
     // One timer for the loop, moved only when the core's next deadline
     // moves: a timer made per wake-up costs an insertion and a removal in
     // the runtime's wheel each time.
@@ -272,6 +284,7 @@ pub async fn run(
             Some(req) = recv_stats(&mut stats) => Wake::Stats(req),
             ready = poll_fn(|cx| shell.poll_io(cx)) => Wake::Io(ready?),
             _ = &mut timer => Wake::Timer,
+            () = LearnedAnswers::handed_over(learned.as_deref()) => Wake::AnswersToLearn,
         };
         let now = Instant::now();
         shell.learn_tcp_answers();
@@ -290,7 +303,7 @@ pub async fn run(
             }
             Wake::SocketAppeared(path) => shell.on_sockets_appeared(path, watch.as_mut(), now),
             Wake::Io(r) => ready = r,
-            Wake::Timer => {}
+            Wake::Timer | Wake::AnswersToLearn => {}
         }
         // Everything that is ready, in one wake-up.  Answers first: each
         // one completes a client's query, so they leave before new queries

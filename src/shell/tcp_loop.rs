@@ -28,9 +28,14 @@ impl Shell {
             return;
         };
         let dropped = learned.take(&mut self.learned_now);
+        if self.learned_now.is_empty() && dropped == 0 {
+            return;
+        }
         for answer in self.learned_now.drain(..) {
             self.core.learn_tcp_answer(&answer);
+            self.learned_buffers.extend(answer.into_buffers());
         }
+        learned.recycle(&mut self.learned_buffers);
         if dropped > 0 {
             self.core.on_tcp_answers_dropped(dropped);
         }

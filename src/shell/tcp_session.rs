@@ -182,27 +182,40 @@ impl SessionActivity for Sessions {
 /// Answers TCP sessions paired with their queries for the packet cache
 /// ([`crate::core::tcp_learn`]), waiting for the loop, which takes them at
 /// its next turn and has the core learn them.  At most [`MAX_WAITING`]
-/// wait; past that the oldest are dropped, and counted.
+/// wait; past that the oldest are dropped, and counted.  The buffers of
+/// the pairs learned come back here (at most [`MAX_SPARE_BUFFERS`]) for
+/// the sessions' next copies, so learning allocates nothing per answer.
 #[derive(Debug, Default)]
 pub struct LearnedAnswers {
     queue: parking_lot::Mutex<LearnedQueue>,
+    /// Wakes the loop when the queue stops being empty: with no UDP
+    /// traffic to wake it, answers would otherwise wait for a timer (and
+    /// past [`MAX_WAITING`] be dropped), and their buffers with them.
+    handed_over: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
 struct LearnedQueue {
     answers: Vec<TcpAnswer>,
     dropped: u64,
+    spare: Vec<Vec<u8>>,
 }
 
 /// Answers that may wait for the loop.
 pub const MAX_WAITING: usize = 1024;
+/// Empty buffers kept for the sessions (each at most 4 KiB).
+pub const MAX_SPARE_BUFFERS: usize = 64;
 
 impl LearnedAnswers {
     /// Move what `conn` paired into the queue.
     fn put(&self, conn: &mut TcpConn) {
         let mut q = self.queue.lock();
         let q = &mut *q;
+        if q.answers.is_empty() {
+            self.handed_over.notify_one();
+        }
         q.dropped += conn.take_learned(&mut q.answers);
+        conn.restock_learning(&mut q.spare);
         if q.answers.len() > MAX_WAITING {
             let excess = q.answers.len() - MAX_WAITING;
             q.answers.drain(..excess);
@@ -216,6 +229,24 @@ impl LearnedAnswers {
         let mut q = self.queue.lock();
         out.append(&mut q.answers);
         std::mem::take(&mut q.dropped)
+    }
+
+    /// Wait until sessions hand over answers (never, without a queue).
+    pub async fn handed_over(queue: Option<&LearnedAnswers>) {
+        match queue {
+            Some(q) => q.handed_over.notified().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Keep the buffers of answers learned for the sessions' next copies,
+    /// up to [`MAX_SPARE_BUFFERS`]; `bufs` is left empty.
+    pub fn recycle(&self, bufs: &mut Vec<Vec<u8>>) {
+        let mut q = self.queue.lock();
+        let room = MAX_SPARE_BUFFERS.saturating_sub(q.spare.len());
+        let keep = bufs.len().min(room);
+        q.spare.extend(bufs.drain(..keep));
+        bufs.clear();
     }
 }
 

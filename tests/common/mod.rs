@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod battery;
+pub mod cached;
 pub mod stats;
 
 use std::io::{BufRead, BufReader};

@@ -158,6 +158,18 @@ impl PacketCache {
         Lookup::Hit
     }
 
+    /// Whether an answer to `query` is held and fresh at `now`, whatever
+    /// its size.
+    pub fn holds_fresh(&mut self, query: &[u8], now: Instant) -> bool {
+        if key::key_of(query, &mut self.key).is_err() {
+            return false;
+        }
+        self.store
+            .find(&self.key)
+            .and_then(|s| self.store.get(s))
+            .is_some_and(|e| now < e.fresh_until)
+    }
+
     /// Where no backend can answer `query`: an answer from an entry that
     /// is fresh, or expired less than `--serve-stale` ago (its TTLs then
     /// `--stale-ttl`), written to [`PacketCache::answer`].  False when
