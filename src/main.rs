@@ -62,25 +62,27 @@ fn main() -> ExitCode {
         let (sidecar, stats) = sidecar::start_for(&config, &log)?;
         let status = activation::serving_status(&listeners, &config.socket_dir);
         let stopping = watch_for_stop(&log);
-        // Spawned tasks first run when the loop below first waits, that is
-        // after its first directory scan, with its signal handlers in place:
-        // READY=1 then means "serving".
-        let ready_log = log.clone();
-        tokio::spawn(async move { activation::notify_ready(&status, &ready_log) });
         // Signals are handled inside the loop (drain on the first SIGTERM,
-        // exit on the second), so no extra shutdown trigger is needed.  A
-        // task of its own (see crate::shell): the sessions' tasks wake it
-        // through the run queue, not the runtime's eventfd.
-        let result = tokio::spawn(shell::run(
+        // exit on the second), so no extra shutdown trigger is needed.  The
+        // loop is a task of its own (see crate::shell): the sessions' tasks
+        // wake it through the run queue, not the runtime's eventfd.
+        let event_loop = tokio::spawn(shell::run(
             config,
             log.clone(),
             listeners,
             stats,
             logs.dropped.clone(),
             std::future::pending(),
-        ))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        ));
+        // The runtime runs spawned tasks in the order they were spawned:
+        // the loop first, until it first waits, that is after its first
+        // directory scan, with its signal handlers in place; then this.
+        // READY=1 then means "serving".
+        let ready_log = log.clone();
+        tokio::spawn(async move { activation::notify_ready(&status, &ready_log) });
+        let result = event_loop
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         drop(sidecar);
         if !stopping.swap(true, Ordering::SeqCst) {
             activation::notify_stopping("exiting", &log);
