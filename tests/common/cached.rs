@@ -102,8 +102,9 @@ pub fn q(
     m.to_vec().expect("query encodes")
 }
 
+/// An A query with RD, no CD and no EDNS: the suite's plain query.
 pub fn a(name: &str, id: u16) -> Vec<u8> {
-    q(name, RecordType::A, id, true, false, None)
+    super::query(name, RecordType::A, id)
 }
 
 pub fn parse(bytes: &[u8]) -> Message {
