@@ -7,10 +7,11 @@ node-mname backends.
 For each backend kind (demo: three mname-demo-backend processes; node: three
 node-mname processes, tests/interop/backend.js --port), the script starts the backends,
 mname-balancer in front of their AF_UNIX sockets, dnsdist and nginx in front of
-their plain UDP/TCP ports (configured by bench/peers.py), and the floor
-(bench/floor.c).  Then, at each offered rate (dnsperf -Q, summed over three
+their plain UDP/TCP ports (configured by bench/peers.py), the floor
+(bench/floor.c) and the proxy floor (bench/floor_proxy.c, in front of the
+AF_UNIX sockets).  Then, at each offered rate (dnsperf -Q, summed over three
 dnsperf processes from three client addresses), it loads each target in turn
-(balancer, dnsdist, nginx, floor, then again) for --rounds rounds, measures the
+(balancer, dnsdist, nginx, floor, proxy floor, then again) for --rounds rounds, measures the
 target's CPU (its process, threads and children) and the backends' CPU, and
 reports medians.
 
@@ -47,14 +48,18 @@ BALANCER_BIN = rb.BALANCER_BIN
 BACKEND_BIN = rb.BACKEND_BIN
 NODE_BACKEND_JS = REPO / "tests" / "interop" / "backend.js"
 FLOOR_C = REPO / "bench" / "floor.c"
+FLOOR_PROXY_C = REPO / "bench" / "floor_proxy.c"
 MNAME_MARKER = REPO / "tests" / "interop" / "node_modules" / "mname" / "package.json"
 
 # Ports of their own, so that bench/run.py (15xxx) may hold its own.
 BACKEND_PORTS = [16301, 16302, 16303]
-PORTS = {"mname-balancer": 16400, "dnsdist": 16500, "nginx": 16600, "floor": 16700}
-TARGETS = ["mname-balancer", "dnsdist", "nginx", "floor"]
+PORTS = {"mname-balancer": 16400, "dnsdist": 16500, "nginx": 16600, "floor": 16700,
+         "floor-proxy": 16800}
+TARGETS = ["mname-balancer", "dnsdist", "nginx", "floor", "floor-proxy"]
+FLOORS = ["floor", "floor-proxy"]  # UDP only, not balancers: no pinning check, no TCP
 PROXIES = ["mname-balancer", "dnsdist", "nginx"]
-SHORT = {"mname-balancer": "balancer", "dnsdist": "dnsdist", "nginx": "nginx", "floor": "floor"}
+SHORT = {"mname-balancer": "balancer", "dnsdist": "dnsdist", "nginx": "nginx", "floor": "floor",
+         "floor-proxy": "proxy floor"}
 READINESS_SRC = "127.0.0.2"  # readiness checks come from here, never from a load client
 N_CLIENTS = 3
 CANDIDATES = [f"127.0.0.{i}" for i in range(11, 80)]
@@ -142,6 +147,7 @@ class Curve:
             + ["whoami.example.com TXT"]
         self.qfile.write_text("\n".join(names) + "\n")
         self.floor_bin = self.tmp / "floor"
+        self.floor_proxy_bin = self.tmp / "floor_proxy"
         self.notes = []
         self.reset()
 
@@ -159,10 +165,11 @@ class Curve:
         cc = shutil.which("cc") or shutil.which("gcc")
         if cc is None:
             raise BenchError("no C compiler (cc) to build bench/floor.c: apt-get install gcc")
-        r = subprocess.run([cc, "-O2", "-Wall", "-o", str(self.floor_bin), str(FLOOR_C)],
-                           capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            raise BenchError(f"cc bench/floor.c failed:\n{r.stdout}{r.stderr}")
+        for src, binary in ((FLOOR_C, self.floor_bin), (FLOOR_PROXY_C, self.floor_proxy_bin)):
+            r = subprocess.run([cc, "-O2", "-Wall", "-o", str(binary), str(src)],
+                               capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                raise BenchError(f"cc {src.relative_to(REPO)} failed:\n{r.stdout}{r.stderr}")
 
     def wait_ports_free(self):
         rb.wait_ports_free(BACKEND_PORTS + list(PORTS.values()))
@@ -248,6 +255,17 @@ class Curve:
             self.procs.check_alive(p)
             if time.monotonic() > deadline:
                 raise BenchError(f"the floor does not answer:\n{rb.tail(logpath)}")
+            time.sleep(0.02)
+
+        # the proxy floor, over the same AF_UNIX sockets as the balancer
+        logpath = self.tmp / f"{kind}-floor-proxy.log"
+        p = self.procs.start("floor-proxy", [self.floor_proxy_bin, HOST, PORTS["floor-proxy"], *paths], logpath)
+        self.targets["floor-proxy"] = p
+        deadline = time.monotonic() + rb.READY_TIMEOUT
+        while not rb.answers_ok(PORTS["floor-proxy"], READINESS_SRC, False):
+            self.procs.check_alive(p)
+            if time.monotonic() > deadline:
+                raise BenchError(f"the proxy floor does not answer:\n{rb.tail(logpath)}")
             time.sleep(0.02)
 
         self.choose_clients()
@@ -434,7 +452,9 @@ def curve_rows(summary, kind, proto, rates):
         dd = s["dnsdist"]["cpu_us_per_query"] if s["dnsdist"] else None
         ng = s["nginx"]["cpu_us_per_query"] if s["nginx"] else None
         fl = s["floor"]["cpu_us_per_query"] if s["floor"] and rate != FULL else None
+        pf = s["floor-proxy"]["cpu_us_per_query"] if s["floor-proxy"] else None
         row += [fmt(ratio(bal, dd), ".2f"), fmt(ratio(bal, 2 * fl if fl else None), ".2f"),
+                fmt(ratio(pf, 2 * fl if fl else None), ".2f"), fmt(ratio(bal, pf), ".2f"),
                 fmt(ratio(bal, ng), ".2f")]
         rows.append(row)
     return rows
@@ -444,7 +464,8 @@ def curve_table(summary, kind, rates_by_proto):
     headers = ["proto", "offered q/s"]
     for t in TARGETS:
         headers += [f"{SHORT[t]} us/q", f"{SHORT[t]} q/s"]
-    headers += ["bal / dnsdist", "bal / (2 x floor)", "bal / nginx"]
+    headers += ["bal / dnsdist", "bal / (2 x floor)", "proxy floor / (2 x floor)", "bal / proxy floor",
+                "bal / nginx"]
     rows = []
     for proto, rates in rates_by_proto.items():
         rows += curve_rows(summary, kind, proto, rates)
@@ -493,6 +514,8 @@ def results_md(env, args, plan, summary, runs, curve, pinnings):
         f"- dnsdist: {peers.dnsdist_desc()}",
         f"- nginx: {peers.nginx_desc()}",
         "- floor: bench/floor.c, one thread, blocking recvmmsg/sendmmsg, answers by setting QR (UDP only)",
+        "- proxy floor: bench/floor_proxy.c, one thread and epoll over the balancer's AF_UNIX sockets: per "
+        "query the system calls mname-balancer makes (recvmmsg, send, recv, sendmmsg) and nothing else (UDP only)",
     ]
     for kind in plan:
         rbp = plan[kind]
@@ -518,7 +541,8 @@ def results_md(env, args, plan, summary, runs, curve, pinnings):
     return "\n".join(lines)
 
 
-COLORS = {"mname-balancer": "#1f77b4", "dnsdist": "#d62728", "nginx": "#2ca02c", "floor": "#7f7f7f"}
+COLORS = {"mname-balancer": "#1f77b4", "dnsdist": "#d62728", "nginx": "#2ca02c", "floor": "#7f7f7f",
+          "floor-proxy": "#9467bd"}
 
 
 def svg_curve(summary, plan):
@@ -537,9 +561,9 @@ def svg_curve(summary, plan):
     lx = 60
     for t in TARGETS:
         out.append(f'<line x1="{lx}" y1="44" x2="{lx + 24}" y2="44" stroke="{COLORS[t]}" stroke-width="3"'
-                   + (' stroke-dasharray="5,3"' if t == "floor" else "") + '/>')
+                   + (' stroke-dasharray="5,3"' if t in FLOORS else "") + '/>')
         out.append(f'<text x="{lx + 30}" y="48">{t}</text>')
-        lx += 150
+        lx += 140
     out.append(f'<line x1="{lx}" y1="44" x2="{lx + 24}" y2="44" stroke="#bbbbbb" stroke-width="1.5" '
                'stroke-dasharray="2,3"/>')
     out.append(f'<text x="{lx + 30}" y="48">2 x floor (paced rates)</text>')
@@ -592,7 +616,7 @@ def svg_curve(summary, plan):
                    if (kind, proto, r, t) in summary and summary[(kind, proto, r, t)]["cpu_us_per_query"] is not None]
             if not pts:
                 continue
-            dash = ' stroke-dasharray="5,3"' if t == "floor" else ""
+            dash = ' stroke-dasharray="5,3"' if t in FLOORS else ""
             if len(pts) > 1:
                 d = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
                 out.append(f'<polyline points="{d}" fill="none" stroke="{COLORS[t]}" stroke-width="2"{dash}/>')
@@ -717,7 +741,7 @@ def main():
             for t in PROXIES:
                 log(f"  pinning {t}: " + ", ".join(f"{c}->{b}" for c, b in curve.pinning[t].items()))
             for proto, rates in plan[kind].items():
-                targets = TARGETS if proto == "udp" else PROXIES
+                targets = TARGETS if proto == "udp" else PROXIES  # the floors answer UDP only
                 for rate in rates:
                     for rnd in range(1, args.rounds + 1):
                         for t in targets:

@@ -3,16 +3,18 @@
 
 bench/curve.py says how much CPU each target spends per query; this script
 says on what.  It starts three backends (demo or node-mname), one target
-(the balancer, the floor, nginx or dnsdist, configured as bench/curve.py
+(the balancer, the floor, the proxy floor, nginx or dnsdist, configured as bench/curve.py
 configures them), loads it with three paced dnsperf processes from three
 client addresses, and over a window of the load reads, for the target's
 processes and threads:
 
 - CPU time (schedstat) and context switches, voluntary (it slept) and
   involuntary (it was preempted), from /proc;
-- with --counts (the default), system calls by kind, scheduler switches and
-  (where `perf probe` can place a probe on libc's malloc) heap allocations,
-  with `perf stat` on tracepoints: they cost the target next to nothing;
+- with --counts (the default), system calls by kind, scheduler switches,
+  inter-processor interrupts sent (a wake-up of a process asleep on another
+  CPU) and (where `perf probe` can place a probe on libc's malloc) heap
+  allocations, with `perf stat` on tracepoints: they cost the target next
+  to nothing;
 - with --record, a `perf record -g` profile, summarised by where the
   samples fall (kernel, tokio, the balancer, libc), the file kept;
 - with --strace, `strace -c`, which slows the target: counts only.
@@ -57,6 +59,10 @@ WARMUP_S = 2
 SYSCALLS = ["epoll_wait", "epoll_pwait", "recvfrom", "sendto", "read", "write", "readv",
             "writev", "recvmsg", "sendmsg", "recvmmsg", "sendmmsg", "epoll_ctl"]
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+# Inter-processor interrupts the target sends (counted in its own context):
+# a wake of a task that sleeps on another, idle CPU is one, and on this VM
+# it is the dearest thing a process does (bench/wakeup.c measures it).
+IPIS = ["ipi:ipi_send_cpu", "ipi:ipi_send_cpumask", "sched:sched_wake_idle_without_ipi"]
 
 
 def answers(port):
@@ -150,6 +156,10 @@ class Run:
             binary = self.tmp / "floor"
             subprocess.run(["cc", "-O2", "-o", binary, REPO / "bench/floor.c"], check=True)
             p = self.start([binary, HOST, PORT], "target.log")
+        elif name == "floor-proxy":
+            binary = self.tmp / "floor_proxy"
+            subprocess.run(["cc", "-O2", "-o", binary, REPO / "bench/floor_proxy.c"], check=True)
+            p = self.start([binary, HOST, PORT, *sorted(socks.iterdir())], "target.log")
         elif name == "nginx":
             work = self.tmp / "nginx"
             work.mkdir()
@@ -190,7 +200,7 @@ def sent_and_answered(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kind", choices=["demo", "node"], default="demo")
-    ap.add_argument("--target", choices=["balancer", "floor", "nginx", "dnsdist"], default="balancer")
+    ap.add_argument("--target", choices=["balancer", "floor", "floor-proxy", "nginx", "dnsdist"], default="balancer")
     ap.add_argument("--proto", choices=["udp", "tcp"], default="udp")
     ap.add_argument("--rate", type=int, default=2000, help="offered q/s in all, 0 for unpaced (default 2000)")
     ap.add_argument("--seconds", type=int, default=5, help="measurement window (default 5)")
@@ -199,8 +209,8 @@ def main():
     how.add_argument("--record", action="store_true", help="perf record -g instead of counts")
     how.add_argument("--strace", action="store_true", help="strace -c instead of counts")
     args = ap.parse_args()
-    if args.target == "floor" and args.proto == "tcp":
-        ap.error("the floor answers UDP only")
+    if args.target in ("floor", "floor-proxy") and args.proto == "tcp":
+        ap.error("the floors answer UDP only")
     if not 1 <= args.seconds <= 120 or args.rate < 0:
         ap.error("--seconds takes 1..120, --rate 0 or more")
 
@@ -223,7 +233,7 @@ def main():
                                 "-p", str(pid)], capture_output=True, text=True)
             counts = r.stderr
         else:
-            events = [f"syscalls:sys_enter_{s}" for s in SYSCALLS] + ["sched:sched_switch"]
+            events = [f"syscalls:sys_enter_{s}" for s in SYSCALLS] + ["sched:sched_switch"] + IPIS
             probe = malloc_probe()
             if probe:
                 events.append(probe)

@@ -1,0 +1,265 @@
+/*
+ * The proxy floor of bench/curve.py: the least CPU a proxy that speaks the
+ * balancer protocol (docs/protocol.md) can spend on this machine relaying
+ * a UDP query to a backend and its answer back to the client.
+ *
+ * bench/floor.c is the least a server can spend answering a query; a
+ * proxy makes two hops of every query, so "twice the floor" is what the
+ * issue-12 targets measure the balancer against.  This program says what
+ * the second hop really costs when nothing but the hop is done: one
+ * thread, one UDP socket, one AF_UNIX connection per backend (opened with
+ * CLIENT_HELLO, SERVER_HELLO awaited), one epoll set.  Each wake-up either
+ * takes every datagram the UDP socket holds (recvmmsg) and sends each to
+ * its client's backend as one INBOUND_UDP frame (one send), or reads what
+ * a backend has sent (one recv) and sends every whole OUTBOUND_UDP frame
+ * in it to its client (one sendmmsg).  Those are the system calls
+ * mname-balancer makes per query at low load, and there is nothing else:
+ * no in-flight table, no timeouts, no heartbeats, no checks on what a
+ * backend sends, no TCP, no runtime.  What mname-balancer spends above
+ * this is its own code and tokio's.
+ *
+ * Clients are pinned to backends round-robin in the order they are first
+ * seen, as mname-balancer pins them.  A backend that closes its connection
+ * or sends a frame this program does not know ends it (exit 1): it is a
+ * measuring instrument, not a balancer.
+ *
+ *     cc -O2 -o floor_proxy bench/floor_proxy.c
+ *     ./floor_proxy 127.0.0.1 16800 /path/to/socket ...
+ *
+ * Prints "floor proxy ready" on stdout once every backend has said hello.
+ * Exits on SIGTERM/SIGINT (default action).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define VLEN 64
+#define MAX_BACKENDS 16
+#define MAX_CLIENTS 1024
+#define DGRAM_MAX 1500
+#define FRAME_HDR 16
+#define BACKEND_BUF (1 << 16)
+
+enum { CLIENT_HELLO = 1, INBOUND_UDP = 2, SERVER_HELLO = 1001, OUTBOUND_UDP = 1002,
+       SERVER_HEARTBEAT = 1004 };
+
+struct backend {
+	int fd;
+	size_t have;
+	unsigned char buf[BACKEND_BUF];
+};
+
+static struct backend backends[MAX_BACKENDS];
+static int n_backends;
+static uint32_t clients[MAX_CLIENTS];
+static int n_clients;
+
+static void die(const char *what)
+{
+	perror(what);
+	exit(1);
+}
+
+static uint32_t get_le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+	p[0] = v;
+	p[1] = v >> 8;
+	p[2] = v >> 16;
+	p[3] = v >> 24;
+}
+
+/* The backend a client address is pinned to: round-robin at first sight. */
+static int backend_of(uint32_t addr)
+{
+	for (int i = 0; i < n_clients; i++)
+		if (clients[i] == addr)
+			return i % n_backends;
+	if (n_clients < MAX_CLIENTS) {
+		clients[n_clients] = addr;
+		return n_clients++ % n_backends;
+	}
+	return addr % n_backends;
+}
+
+static void connect_backend(const char *path)
+{
+	if (n_backends == MAX_BACKENDS || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		fprintf(stderr, "floor_proxy: too many backends, or a path too long: %s\n", path);
+		exit(1);
+	}
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		die(path);
+	unsigned char hello[4];
+	put_le32(hello, CLIENT_HELLO);
+	if (write(fd, hello, 4) != 4)
+		die("write CLIENT_HELLO");
+	/* Blocking: the backend's first four bytes are its SERVER_HELLO. */
+	size_t got = 0;
+	while (got < 4) {
+		ssize_t r = read(fd, hello + got, 4 - got);
+		if (r <= 0)
+			die("read SERVER_HELLO");
+		got += r;
+	}
+	if (get_le32(hello) != SERVER_HELLO) {
+		fprintf(stderr, "floor_proxy: %s answered hello with type %u\n", path, get_le32(hello));
+		exit(1);
+	}
+	backends[n_backends++].fd = fd;
+}
+
+/* Every datagram the UDP socket holds, each sent to its backend. */
+static void relay_queries(int udp)
+{
+	static unsigned char dgrams[VLEN][FRAME_HDR + DGRAM_MAX];
+	static struct mmsghdr msgs[VLEN];
+	static struct iovec iovs[VLEN];
+	static struct sockaddr_in from[VLEN];
+	for (;;) {
+		for (int i = 0; i < VLEN; i++) {
+			iovs[i] = (struct iovec){dgrams[i] + FRAME_HDR, DGRAM_MAX};
+			msgs[i].msg_hdr = (struct msghdr){.msg_name = &from[i], .msg_namelen = sizeof(from[i]),
+							  .msg_iov = &iovs[i], .msg_iovlen = 1};
+		}
+		int n = recvmmsg(udp, msgs, VLEN, MSG_DONTWAIT, NULL);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			die("recvmmsg");
+		}
+		for (int i = 0; i < n; i++) {
+			uint32_t addr = ntohl(from[i].sin_addr.s_addr);
+			unsigned char *frame = dgrams[i];
+			put_le32(frame, INBOUND_UDP);
+			put_le32(frame + 4, addr);
+			put_le32(frame + 8, ntohs(from[i].sin_port));
+			put_le32(frame + 12, msgs[i].msg_len);
+			struct backend *b = &backends[backend_of(addr)];
+			/* A full socket drops the query, as a full UDP socket would. */
+			if (send(b->fd, frame, FRAME_HDR + msgs[i].msg_len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 &&
+			    errno != EAGAIN)
+				die("send to backend");
+		}
+		if (n < VLEN)
+			return;
+	}
+}
+
+/* One read from a backend; every whole answer in its buffer sent on. */
+static void relay_answers(int udp, struct backend *b)
+{
+	static struct mmsghdr msgs[VLEN];
+	static struct iovec iovs[VLEN];
+	static struct sockaddr_in to[VLEN];
+	ssize_t r = recv(b->fd, b->buf + b->have, sizeof(b->buf) - b->have, MSG_DONTWAIT);
+	if (r == 0) {
+		fprintf(stderr, "floor_proxy: a backend closed its connection\n");
+		exit(1);
+	}
+	if (r < 0) {
+		if (errno == EAGAIN || errno == EINTR)
+			return;
+		die("recv from backend");
+	}
+	b->have += r;
+	size_t at = 0;
+	int k = 0;
+	while (b->have - at >= 4) {
+		uint32_t type = get_le32(b->buf + at);
+		if (type == SERVER_HEARTBEAT) {
+			at += 4;
+			continue;
+		}
+		if (type != OUTBOUND_UDP) {
+			fprintf(stderr, "floor_proxy: unexpected frame type %u\n", type);
+			exit(1);
+		}
+		if (b->have - at < FRAME_HDR)
+			break;
+		uint32_t len = get_le32(b->buf + at + 12);
+		if (len > DGRAM_MAX) {
+			fprintf(stderr, "floor_proxy: answer of %u bytes\n", len);
+			exit(1);
+		}
+		if (b->have - at < FRAME_HDR + len)
+			break;
+		to[k] = (struct sockaddr_in){.sin_family = AF_INET,
+					     .sin_port = htons(get_le32(b->buf + at + 8)),
+					     .sin_addr.s_addr = htonl(get_le32(b->buf + at + 4))};
+		iovs[k] = (struct iovec){b->buf + at + FRAME_HDR, len};
+		msgs[k].msg_hdr = (struct msghdr){.msg_name = &to[k], .msg_namelen = sizeof(to[k]),
+						  .msg_iov = &iovs[k], .msg_iovlen = 1};
+		at += FRAME_HDR + len;
+		if (++k == VLEN) {
+			sendmmsg(udp, msgs, k, MSG_DONTWAIT);
+			k = 0;
+		}
+	}
+	if (k > 0)
+		sendmmsg(udp, msgs, k, MSG_DONTWAIT);
+	memmove(b->buf, b->buf + at, b->have - at);
+	b->have -= at;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 4) {
+		fprintf(stderr, "usage: floor_proxy HOST PORT SOCKET...\n");
+		return 1;
+	}
+	for (int i = 3; i < argc; i++)
+		connect_backend(argv[i]);
+
+	int udp = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
+	if (udp < 0 || inet_pton(AF_INET, argv[1], &sa.sin_addr) != 1 ||
+	    bind(udp, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		die("udp socket");
+
+	int ep = epoll_create1(0);
+	if (ep < 0)
+		die("epoll_create1");
+	struct epoll_event ev = {.events = EPOLLIN, .data.u32 = MAX_BACKENDS};
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, udp, &ev) < 0)
+		die("epoll_ctl");
+	for (int i = 0; i < n_backends; i++) {
+		ev = (struct epoll_event){.events = EPOLLIN, .data.u32 = i};
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, backends[i].fd, &ev) < 0)
+			die("epoll_ctl");
+	}
+	printf("floor proxy ready\n");
+	fflush(stdout);
+
+	struct epoll_event ready[MAX_BACKENDS + 1];
+	for (;;) {
+		int n = epoll_wait(ep, ready, MAX_BACKENDS + 1, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			die("epoll_wait");
+		}
+		for (int i = 0; i < n; i++) {
+			if (ready[i].data.u32 == MAX_BACKENDS)
+				relay_queries(udp);
+			else
+				relay_answers(udp, &backends[ready[i].data.u32]);
+		}
+	}
+}
