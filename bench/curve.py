@@ -56,7 +56,7 @@ BACKEND_PORTS = [16301, 16302, 16303]
 PORTS = {"mname-balancer": 16400, "dnsdist": 16500, "nginx": 16600, "floor": 16700,
          "floor-proxy": 16800}
 TARGETS = ["mname-balancer", "dnsdist", "nginx", "floor", "floor-proxy"]
-FLOORS = ["floor", "floor-proxy"]  # UDP only, not balancers: no pinning check, no TCP
+FLOORS = ["floor", "floor-proxy"]  # drawn dashed: references, not peers (UDP only)
 PROXIES = ["mname-balancer", "dnsdist", "nginx"]
 SHORT = {"mname-balancer": "balancer", "dnsdist": "dnsdist", "nginx": "nginx", "floor": "floor",
          "floor-proxy": "proxy floor"}

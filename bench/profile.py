@@ -60,8 +60,8 @@ SYSCALLS = ["epoll_wait", "epoll_pwait", "recvfrom", "sendto", "read", "write", 
             "writev", "recvmsg", "sendmsg", "recvmmsg", "sendmmsg", "epoll_ctl"]
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 # Inter-processor interrupts the target sends (counted in its own context):
-# a wake of a task that sleeps on another, idle CPU is one, and on this VM
-# it is the dearest thing a process does (bench/wakeup.c measures it).
+# a wake of a task that sleeps on another, idle CPU is one (bench/wakeup.c
+# measures what a wake-up across CPUs costs here).
 IPIS = ["ipi:ipi_send_cpu", "ipi:ipi_send_cpumask", "sched:sched_wake_idle_without_ipi"]
 
 
