@@ -11,9 +11,10 @@ their plain UDP/TCP ports (configured by bench/peers.py), the floor
 (bench/floor.c) and the proxy floor (bench/floor_proxy.c, in front of the
 AF_UNIX sockets).  Then, at each offered rate (dnsperf -Q, summed over three
 dnsperf processes from three client addresses), it loads each target in turn
-(balancer, dnsdist, nginx, floor, proxy floor, then again) for --rounds rounds, measures the
-target's CPU (its process, threads and children) and the backends' CPU, and
-reports medians.
+(balancer, dnsdist, nginx, floor, proxy floor; each round starting one target
+later) for --rounds rounds, after an unmeasured warm-up of every target,
+measures the target's CPU (its process, threads and children) and the
+backends' CPU, and reports medians.
 
     bench/curve.py            # 3 rounds x 5 s, both kinds (about 12 minutes)
     bench/curve.py --smoke    # 1 round x 2 s, two rates, TCP at full speed only (under a minute)
@@ -54,12 +55,13 @@ MNAME_MARKER = REPO / "tests" / "interop" / "node_modules" / "mname" / "package.
 # Ports of their own, so that bench/run.py (15xxx) may hold its own.
 BACKEND_PORTS = [16301, 16302, 16303]
 PORTS = {"mname-balancer": 16400, "dnsdist": 16500, "nginx": 16600, "floor": 16700,
-         "floor-proxy": 16800}
+         "floor-proxy": 16800, "floor-proxy-yield": 16801}
 TARGETS = ["mname-balancer", "dnsdist", "nginx", "floor", "floor-proxy"]
 FLOORS = ["floor", "floor-proxy"]  # drawn dashed: references, not peers (UDP only)
 PROXIES = ["mname-balancer", "dnsdist", "nginx"]
 SHORT = {"mname-balancer": "balancer", "dnsdist": "dnsdist", "nginx": "nginx", "floor": "floor",
-         "floor-proxy": "proxy floor"}
+         "floor-proxy": "proxy floor", "floor-proxy-yield": "proxy floor+yield"}
+WARMUP_S = 2  # unmeasured load through each target before a kind's first measured rate, per protocol
 READINESS_SRC = "127.0.0.2"  # readiness checks come from here, never from a load client
 N_CLIENTS = 3
 CANDIDATES = [f"127.0.0.{i}" for i in range(11, 80)]
@@ -258,15 +260,20 @@ class Curve:
             time.sleep(0.02)
 
         # the proxy floor, over the same AF_UNIX sockets as the balancer
-        logpath = self.tmp / f"{kind}-floor-proxy.log"
-        p = self.procs.start("floor-proxy", [self.floor_proxy_bin, HOST, PORTS["floor-proxy"], *paths], logpath)
-        self.targets["floor-proxy"] = p
-        deadline = time.monotonic() + rb.READY_TIMEOUT
-        while not rb.answers_ok(PORTS["floor-proxy"], READINESS_SRC, False):
-            self.procs.check_alive(p)
-            if time.monotonic() > deadline:
-                raise BenchError(f"the proxy floor does not answer:\n{rb.tail(logpath)}")
-            time.sleep(0.02)
+        # (and, with --floor-proxy-yield, again with the balancer's yield
+        # after a read that ends inside a frame)
+        for t, flags in (("floor-proxy", []), ("floor-proxy-yield", ["-y"])):
+            if t not in TARGETS:
+                continue
+            logpath = self.tmp / f"{kind}-{t}.log"
+            p = self.procs.start(t, [self.floor_proxy_bin, *flags, HOST, PORTS[t], *paths], logpath)
+            self.targets[t] = p
+            deadline = time.monotonic() + rb.READY_TIMEOUT
+            while not rb.answers_ok(PORTS[t], READINESS_SRC, False):
+                self.procs.check_alive(p)
+                if time.monotonic() > deadline:
+                    raise BenchError(f"the {SHORT[t]} does not answer:\n{rb.tail(logpath)}")
+                time.sleep(0.02)
 
         self.choose_clients()
 
@@ -506,7 +513,8 @@ def results_md(env, args, plan, summary, runs, curve, pinnings):
         f"- load: {N_CLIENTS} dnsperf processes (one per client address), each "
         f"-q {DNSPERF_OUTSTANDING} -c {DNSPERF_CLIENTS} -t {DNSPERF_TIMEOUT} -l {args.seconds} and "
         f"-Q (offered rate / {N_CLIENTS}); {args.rounds} interleaved round(s) "
-        f"({', '.join(SHORT[t] for t in TARGETS)}); medians",
+        f"({', '.join(SHORT[t] for t in TARGETS)}; each round starts one target later"
+        + ("" if args.smoke else f", after {WARMUP_S} s of unmeasured load through each target") + "); medians",
         f"- CPU: {'/proc/PID/stat utime+stime' if args.cpu == 'stat' else 'sum of /proc/PID/task/TID/schedstat'}"
         " of the target's process tree (all threads, children such as nginx workers), "
         "divided by the queries completed",
@@ -517,6 +525,9 @@ def results_md(env, args, plan, summary, runs, curve, pinnings):
         "- proxy floor: bench/floor_proxy.c, one thread and epoll over the balancer's AF_UNIX sockets: per "
         "query the system calls mname-balancer makes (recvmmsg, send, recv, sendmmsg) and nothing else (UDP only)",
     ]
+    if "floor-proxy-yield" in TARGETS:
+        lines.append("- proxy floor+yield: the proxy floor with `-y`: after a read from a backend that ends inside "
+                     "a frame, sched_yield once and read again, as mname-balancer does (UDP only)")
     for kind in plan:
         rbp = plan[kind]
         lines += ["", f"## {kind}: {KIND_DESC[kind]}", "",
@@ -542,7 +553,7 @@ def results_md(env, args, plan, summary, runs, curve, pinnings):
 
 
 COLORS = {"mname-balancer": "#1f77b4", "dnsdist": "#d62728", "nginx": "#2ca02c", "floor": "#7f7f7f",
-          "floor-proxy": "#9467bd"}
+          "floor-proxy": "#9467bd", "floor-proxy-yield": "#8c564b"}
 
 
 def svg_curve(summary, plan):
@@ -683,10 +694,16 @@ def main():
     ap.add_argument("--cpu", choices=["stat", "schedstat"], default="stat",
                     help="CPU source for the tables: /proc/PID/stat utime+stime (10 ms ticks, default) or "
                          "the threads' schedstat (ns); both are always recorded")
+    ap.add_argument("--floor-proxy-yield", action="store_true",
+                    help="also run the proxy floor with the balancer's yield after a split frame "
+                         "(bench/floor_proxy.c -y), as one more UDP target")
     ap.add_argument("--no-build", action="store_true",
                     help="do not run cargo build --release --workspace --bins first")
     ap.add_argument("--out", type=Path, help="results directory (default bench/results; smoke: bench/results/smoke)")
     args = ap.parse_args()
+    if args.floor_proxy_yield:
+        TARGETS.append("floor-proxy-yield")
+        FLOORS.append("floor-proxy-yield")
     if args.rounds is None:
         args.rounds = 1 if args.smoke else 3
     if args.seconds is None:
@@ -742,9 +759,21 @@ def main():
                 log(f"  pinning {t}: " + ", ".join(f"{c}->{b}" for c, b in curve.pinning[t].items()))
             for proto, rates in plan[kind].items():
                 targets = TARGETS if proto == "udp" else PROXIES  # the floors answer UDP only
+                if rates and not args.smoke:
+                    # Unmeasured: node-mname compiles its hot paths in its
+                    # first thousands of queries, and each path (balancer
+                    # socket, UDP, TCP) is its own, so the first target
+                    # measured would pay for it.
+                    for t in targets:
+                        curve.load_run(kind, t, proto, rates[0], WARMUP_S, 0)
+                    log(f"{kind} {proto}: warmed up ({WARMUP_S} s per target at {rate_label(rates[0])})")
                 for rate in rates:
                     for rnd in range(1, args.rounds + 1):
-                        for t in targets:
+                        # Each round starts with the next target, so no target
+                        # always runs first (after a rate change) or after the
+                        # same neighbour.
+                        shift = (rnd - 1) % len(targets)
+                        for t in targets[shift:] + targets[:shift]:
                             r = curve.load_run(kind, t, proto, rate, args.seconds, rnd)
                             runs.append(r)
                             log(f"{kind} {proto} {rate_label(rate):>8} r{rnd} {SHORT[t]:9s} "

@@ -18,13 +18,21 @@
  * backend sends, no TCP, no runtime.  What mname-balancer spends above
  * this is its own code and tokio's.
  *
+ * With -y it also does what mname-balancer does when a read from a backend
+ * ends inside a frame (node-mname writes each answer's header and message
+ * with two writes): it sends the answers already whole, calls sched_yield
+ * once and reads that backend again, rather than sleep until the rest
+ * wakes it.  bench/curve.py --floor-proxy-yield runs it so beside the
+ * plain proxy floor, to say whether that yield is what a proxy needs in
+ * front of node-mname (it is not: bench/results/low-rate-profile.md).
+ *
  * Clients are pinned to backends round-robin in the order they are first
  * seen, as mname-balancer pins them.  A backend that closes its connection
  * or sends a frame this program does not know ends it (exit 1): it is a
  * measuring instrument, not a balancer.
  *
  *     cc -O2 -o floor_proxy bench/floor_proxy.c
- *     ./floor_proxy 127.0.0.1 16800 /path/to/socket ...
+ *     ./floor_proxy [-y] 127.0.0.1 16800 /path/to/socket ...
  *
  * Prints "floor proxy ready" on stdout once every backend has said hello.
  * Exits on SIGTERM/SIGINT (default action).
@@ -32,6 +40,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -162,8 +171,11 @@ static void relay_queries(int udp)
 	}
 }
 
-/* One read from a backend; every whole answer in its buffer sent on. */
-static void relay_answers(int udp, struct backend *b)
+/*
+ * One read from a backend; every whole answer in its buffer sent on.
+ * Returns whether the read ended inside a frame.
+ */
+static int relay_answers(int udp, struct backend *b)
 {
 	static struct mmsghdr msgs[VLEN];
 	static struct iovec iovs[VLEN];
@@ -175,7 +187,7 @@ static void relay_answers(int udp, struct backend *b)
 	}
 	if (r < 0) {
 		if (errno == EAGAIN || errno == EINTR)
-			return;
+			return 0;
 		die("recv from backend");
 	}
 	b->have += r;
@@ -216,12 +228,19 @@ static void relay_answers(int udp, struct backend *b)
 		sendmmsg(udp, msgs, k, MSG_DONTWAIT);
 	memmove(b->buf, b->buf + at, b->have - at);
 	b->have -= at;
+	return b->have > 0;
 }
 
 int main(int argc, char **argv)
 {
+	int split_yield = 0;
+	if (argc > 1 && strcmp(argv[1], "-y") == 0) {
+		split_yield = 1;
+		argv++;
+		argc--;
+	}
 	if (argc < 4) {
-		fprintf(stderr, "usage: floor_proxy HOST PORT SOCKET...\n");
+		fprintf(stderr, "usage: floor_proxy [-y] HOST PORT SOCKET...\n");
 		return 1;
 	}
 	for (int i = 3; i < argc; i++)
@@ -258,8 +277,17 @@ int main(int argc, char **argv)
 		for (int i = 0; i < n; i++) {
 			if (ready[i].data.u32 == MAX_BACKENDS)
 				relay_queries(udp);
-			else
+			else if (relay_answers(udp, &backends[ready[i].data.u32]) && split_yield) {
+				/*
+				 * As mname-balancer does (src/shell/mod.rs,
+				 * finish_frames): node-mname writes an answer's
+				 * header and message with two writes, so give the
+				 * CPU away once and read the rest, rather than
+				 * sleep until it wakes this process again.
+				 */
+				sched_yield();
 				relay_answers(udp, &backends[ready[i].data.u32]);
+			}
 		}
 	}
 }

@@ -87,13 +87,32 @@ def children(pid):
         return []
 
 
+def user_system_ticks(pid):
+    """User and system time of every thread of `pid`, in clock ticks
+    (/proc's split of the CPU time by where the timer ticks fell: coarse,
+    so read it over a window of many ticks)."""
+    user, system = 0, 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:  # gone
+        tasks = []
+    for task in tasks:
+        try:
+            # Fields after the command name, which may hold spaces.
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        user, system = user + int(fields[11]), system + int(fields[12])
+    return user, system
+
+
 def snapshot(pid):
-    """CPU ns, voluntary and involuntary switches of `pid` and its
-    children (nginx's workers), every thread."""
-    totals = [0, 0, 0]
+    """CPU ns, voluntary and involuntary switches, user and system ticks
+    of `pid` and its children (nginx's workers), every thread."""
+    totals = [0, 0, 0, 0, 0]
     for p in [pid] + children(pid):
-        ns, vol, invol = proc_counts(p)
-        totals = [totals[0] + ns, totals[1] + vol, totals[2] + invol]
+        counts = proc_counts(p) + user_system_ticks(p)
+        totals = [t + c for t, c in zip(totals, counts)]
     return totals
 
 
@@ -250,8 +269,10 @@ def main():
         window_q = answered * args.seconds / total_s
         print(f"{args.target} in front of {args.kind} backends, {args.proto.upper()}, "
               f"offered {args.rate or 'unpaced'} q/s; {answered / total_s:,.0f} q/s answered")
-        cpu, vol, invol = (b - a for a, b in zip(cpu0, cpu1))
-        print(f"per query over the window: CPU {cpu / 1000 / window_q:.2f} us, "
+        cpu, vol, invol, user, system = (b - a for a, b in zip(cpu0, cpu1))
+        user_share = user / (user + system) if user + system else 0.0
+        print(f"per query over the window: CPU {cpu / 1000 / window_q:.2f} us "
+              f"({user_share:.0%} of it in user space, {user + system} ticks), "
               f"context switches {vol / window_q:.2f} voluntary + {invol / window_q:.2f} involuntary")
         if args.record or args.strace:
             print(counts)
