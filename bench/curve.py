@@ -57,7 +57,7 @@ BACKEND_PORTS = [16301, 16302, 16303]
 PORTS = {"mname-balancer": 16400, "dnsdist": 16500, "nginx": 16600, "floor": 16700,
          "floor-proxy": 16800, "floor-proxy-yield": 16801}
 TARGETS = ["mname-balancer", "dnsdist", "nginx", "floor", "floor-proxy"]
-FLOORS = ["floor", "floor-proxy"]  # drawn dashed: references, not peers (UDP only)
+FLOORS = ["floor", "floor-proxy"]  # drawn dashed: references, not peers
 PROXIES = ["mname-balancer", "dnsdist", "nginx"]
 SHORT = {"mname-balancer": "balancer", "dnsdist": "dnsdist", "nginx": "nginx", "floor": "floor",
          "floor-proxy": "proxy floor", "floor-proxy-yield": "proxy floor+yield"}
@@ -523,7 +523,8 @@ def results_md(env, args, plan, summary, runs, curve, pinnings):
         f"- nginx: {peers.nginx_desc()}",
         "- floor: bench/floor.c, one thread, blocking recvmmsg/sendmmsg, answers by setting QR (UDP only)",
         "- proxy floor: bench/floor_proxy.c, one thread and epoll over the balancer's AF_UNIX sockets: per "
-        "query the system calls mname-balancer makes (recvmmsg, send, recv, sendmmsg) and nothing else (UDP only)",
+        "query the system calls mname-balancer makes (recvmmsg, send, recv, sendmmsg) and nothing else; over TCP "
+        "a session per client connection (INBOUND_TCP, INBOUND_TCP_OK), then one read and one write per chunk each way",
     ]
     if "floor-proxy-yield" in TARGETS:
         lines.append("- proxy floor+yield: the proxy floor with `-y`: after a read from a backend that ends inside "
@@ -758,7 +759,8 @@ def main():
             for t in PROXIES:
                 log(f"  pinning {t}: " + ", ".join(f"{c}->{b}" for c, b in curve.pinning[t].items()))
             for proto, rates in plan[kind].items():
-                targets = TARGETS if proto == "udp" else PROXIES  # the floors answer UDP only
+                # The floor answers UDP only; the proxy floor relays TCP too.
+                targets = TARGETS if proto == "udp" else PROXIES + ["floor-proxy"]
                 if rates and not args.smoke:
                     # Unmeasured: node-mname compiles its hot paths in its
                     # first thousands of queries, and each path (balancer

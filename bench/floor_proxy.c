@@ -18,6 +18,15 @@
  * backend sends, no TCP, no runtime.  What mname-balancer spends above
  * this is its own code and tokio's.
  *
+ * Over TCP, on the same address and port, it accepts each client
+ * connection and opens an AF_UNIX session to the client's backend with
+ * INBOUND_TCP, waiting (blocking: once per connection) for INBOUND_TCP_OK;
+ * then each chunk read from either side is written whole to the other
+ * (one read, one write), as nginx's stream proxy relays it.  That is the
+ * least a proxy that reaches node-mname through its balancer socket can do
+ * over TCP, and node-mname's balancer path (lib/balancer.js passes every
+ * chunk of a session through a stream.Transform) is part of its cost.
+ *
  * With -y it also does what mname-balancer does when a read from a backend
  * ends inside a frame (node-mname writes each answer's header and message
  * with two writes): it sends the answers already whole, calls sched_yield
@@ -40,6 +49,9 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <sched.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -58,10 +70,24 @@
 #define FRAME_HDR 16
 #define BACKEND_BUF (1 << 16)
 
-enum { CLIENT_HELLO = 1, INBOUND_UDP = 2, SERVER_HELLO = 1001, OUTBOUND_UDP = 1002,
-       SERVER_HEARTBEAT = 1004 };
+#define MAX_SESSIONS 256
+#define TCP_CHUNK (1 << 16)
+/* epoll data of a TCP session's socket: TAG | slot << 1 | side */
+#define TCP_TAG (1u << 30)
+#define LISTENER (MAX_BACKENDS + 1)
+
+enum { CLIENT_HELLO = 1, INBOUND_UDP = 2, INBOUND_TCP = 3, SERVER_HELLO = 1001, OUTBOUND_UDP = 1002,
+       INBOUND_TCP_OK = 1003, SERVER_HEARTBEAT = 1004 };
+
+/* A client's TCP connection and its AF_UNIX session to the backend. */
+struct session {
+	int fd[2]; /* [0] client, [1] backend; -1 when the slot is free */
+};
+
+static struct session sessions[MAX_SESSIONS];
 
 struct backend {
+	const char *path;
 	int fd;
 	size_t have;
 	unsigned char buf[BACKEND_BUF];
@@ -131,6 +157,7 @@ static void connect_backend(const char *path)
 		fprintf(stderr, "floor_proxy: %s answered hello with type %u\n", path, get_le32(hello));
 		exit(1);
 	}
+	backends[n_backends].path = path;
 	backends[n_backends++].fd = fd;
 }
 
@@ -231,6 +258,110 @@ static int relay_answers(int udp, struct backend *b)
 	return b->have > 0;
 }
 
+
+/* Write all of buf to fd, waiting (poll) when the socket is full. */
+static int write_all(int fd, const unsigned char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t w = send(fd, buf, len, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				struct pollfd p = {.fd = fd, .events = POLLOUT};
+				poll(&p, 1, 1000);
+				continue;
+			}
+			return -1;
+		}
+		buf += w;
+		len -= w;
+	}
+	return 0;
+}
+
+static void close_session(int ep, struct session *t)
+{
+	for (int side = 0; side < 2; side++) {
+		if (t->fd[side] >= 0) {
+			epoll_ctl(ep, EPOLL_CTL_DEL, t->fd[side], NULL);
+			close(t->fd[side]);
+			t->fd[side] = -1;
+		}
+	}
+}
+
+/*
+ * Every connection waiting on the listener: each gets its own AF_UNIX
+ * connection to its client's backend, opened with INBOUND_TCP and the
+ * backend's INBOUND_TCP_OK (awaited blocking: a session opens once per
+ * dnsperf connection, not per query).
+ */
+static void accept_sessions(int ep, int listener)
+{
+	for (;;) {
+		struct sockaddr_in from;
+		socklen_t fromlen = sizeof(from);
+		int cfd = accept4(listener, (struct sockaddr *)&from, &fromlen, SOCK_NONBLOCK);
+		if (cfd < 0)
+			return;
+		int slot = -1;
+		for (int i = 0; i < MAX_SESSIONS && slot < 0; i++)
+			if (sessions[i].fd[0] < 0)
+				slot = i;
+		uint32_t addr = ntohl(from.sin_addr.s_addr);
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		strcpy(sa.sun_path, backends[backend_of(addr)].path);
+		int bfd = slot < 0 ? -1 : socket(AF_UNIX, SOCK_STREAM, 0);
+		unsigned char frame[12];
+		put_le32(frame, INBOUND_TCP);
+		put_le32(frame + 4, addr);
+		put_le32(frame + 8, ntohs(from.sin_port));
+		unsigned char ok[4];
+		size_t got = 0;
+		if (bfd >= 0 && connect(bfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+		    write_all(bfd, frame, sizeof(frame)) == 0) {
+			while (got < 4) {
+				ssize_t r = read(bfd, ok + got, 4 - got);
+				if (r <= 0)
+					break;
+				got += r;
+			}
+		}
+		if (got < 4 || get_le32(ok) != INBOUND_TCP_OK) {
+			fprintf(stderr, "floor_proxy: a TCP session could not be opened\n");
+			close(cfd);
+			if (bfd >= 0)
+				close(bfd);
+			continue;
+		}
+		fcntl(bfd, F_SETFL, O_NONBLOCK);
+		int one = 1;
+		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		sessions[slot].fd[0] = cfd;
+		sessions[slot].fd[1] = bfd;
+		for (int side = 0; side < 2; side++) {
+			struct epoll_event ev = {.events = EPOLLIN, .data.u32 = TCP_TAG | slot << 1 | side};
+			epoll_ctl(ep, EPOLL_CTL_ADD, sessions[slot].fd[side], &ev);
+		}
+	}
+}
+
+/* One read from one side of a session, written whole to the other side. */
+static void relay_stream(int ep, uint32_t tag)
+{
+	static unsigned char chunk[TCP_CHUNK];
+	struct session *t = &sessions[(tag & ~TCP_TAG) >> 1];
+	int side = tag & 1;
+	if (t->fd[side] < 0)
+		return;
+	ssize_t r = recv(t->fd[side], chunk, sizeof(chunk), MSG_DONTWAIT);
+	if (r < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (r <= 0 || write_all(t->fd[!side], chunk, r) < 0)
+		close_session(ep, t);
+}
+
 int main(int argc, char **argv)
 {
 	int split_yield = 0;
@@ -263,19 +394,33 @@ int main(int argc, char **argv)
 		if (epoll_ctl(ep, EPOLL_CTL_ADD, backends[i].fd, &ev) < 0)
 			die("epoll_ctl");
 	}
+	for (int i = 0; i < MAX_SESSIONS; i++)
+		sessions[i].fd[0] = sessions[i].fd[1] = -1;
+	int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	int one = 1;
+	if (listener < 0 || setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(listener, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(listener, 128) < 0)
+		die("tcp listener");
+	ev = (struct epoll_event){.events = EPOLLIN, .data.u32 = LISTENER};
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, listener, &ev) < 0)
+		die("epoll_ctl");
 	printf("floor proxy ready\n");
 	fflush(stdout);
 
-	struct epoll_event ready[MAX_BACKENDS + 1];
+	struct epoll_event ready[64];
 	for (;;) {
-		int n = epoll_wait(ep, ready, MAX_BACKENDS + 1, -1);
+		int n = epoll_wait(ep, ready, 64, -1);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			die("epoll_wait");
 		}
 		for (int i = 0; i < n; i++) {
-			if (ready[i].data.u32 == MAX_BACKENDS)
+			if (ready[i].data.u32 & TCP_TAG)
+				relay_stream(ep, ready[i].data.u32);
+			else if (ready[i].data.u32 == LISTENER)
+				accept_sessions(ep, listener);
+			else if (ready[i].data.u32 == MAX_BACKENDS)
 				relay_queries(udp);
 			else if (relay_answers(udp, &backends[ready[i].data.u32]) && split_yield) {
 				/*

@@ -17,7 +17,10 @@ run measured, the figure and whether it is met:
   not checked: node-mname, not the proxy, is the limit there).
 - TCP, every offered rate, both kinds: CPU per query at most nginx's; at
   full speed also queries/s within noise of nginx's or better (at least
-  the lowest of nginx's rounds).
+  the lowest of nginx's rounds).  Beside it, the proxy floor's CPU against
+  nginx's, where the run measured it over TCP: where the proxy floor costs
+  more than nginx, no proxy that reaches the backends through their
+  balancer sockets meets the target on this machine.
 
 The latency at half load and the memory per remote (the issue's last
 target) are measured by bench/run.py and `cargo bench --bench
@@ -124,8 +127,14 @@ def checks(cells):
         else:
             ng = cpu(cells, kind, proto, rate, "nginx")
             if ng:
+                pf = cpu(cells, kind, proto, rate, "floor-proxy")
+                remark = ""
+                if pf:
+                    remark = f"proxy floor {pf / ng:.2f}x nginx"
+                    if pf > ng:
+                        remark += ": out of reach of any proxy through the balancer socket here"
                 out.append((f"{where}: CPU <= nginx", f"{bal:.2f} / {ng:.2f} us = {bal / ng:.2f}x",
-                            bal <= ng, ""))
+                            bal <= ng, remark))
             if rate == FULL and ng:
                 bal_row = cells[(kind, proto, rate, "mname-balancer")]
                 ng_row = cells[(kind, proto, rate, "nginx")]
