@@ -228,8 +228,8 @@ def main():
     how.add_argument("--record", action="store_true", help="perf record -g instead of counts")
     how.add_argument("--strace", action="store_true", help="strace -c instead of counts")
     args = ap.parse_args()
-    if args.target in ("floor", "floor-proxy") and args.proto == "tcp":
-        ap.error("the floors answer UDP only")
+    if args.target == "floor" and args.proto == "tcp":
+        ap.error("the floor answers UDP only")
     if not 1 <= args.seconds <= 120 or args.rate < 0:
         ap.error("--seconds takes 1..120, --rate 0 or more")
 
