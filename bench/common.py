@@ -119,15 +119,19 @@ def wait_for(cond, what, timeout=20.0):
         time.sleep(0.02)
 
 
+def threads(pid):
+    """The /proc directories of every thread of `pid` (none once it is gone)."""
+    try:
+        return list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+
+
 def proc_counts(pid):
     """CPU nanoseconds and (voluntary, involuntary) context switches of
     every thread of `pid`."""
     ns, vol, invol = 0, 0, 0
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:  # gone
-        tasks = []
-    for task in tasks:
+    for task in threads(pid):
         try:
             ns += int((task / "schedstat").read_text().split()[0])
             status = (task / "status").read_text()
@@ -136,3 +140,18 @@ def proc_counts(pid):
         vol += int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))
         invol += int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))
     return ns, vol, invol
+
+
+def user_system_ticks(pid):
+    """User and system time of every thread of `pid`, in clock ticks
+    (/proc's split of the CPU time by where the timer ticks fell: coarse,
+    so read it over a window of many ticks)."""
+    user, system = 0, 0
+    for task in threads(pid):
+        try:
+            # Fields after the command name, which may hold spaces.
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        user, system = user + int(fields[11]), system + int(fields[12])
+    return user, system

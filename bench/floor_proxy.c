@@ -1,7 +1,8 @@
 /*
  * The proxy floor of bench/curve.py: the least CPU a proxy that speaks the
  * balancer protocol (docs/protocol.md) can spend on this machine relaying
- * a UDP query to a backend and its answer back to the client.
+ * a query to a backend and its answer back to the client, over UDP and
+ * over TCP.
  *
  * bench/floor.c is the least a server can spend answering a query; a
  * proxy makes two hops of every query, so "twice the floor" is what the
@@ -15,8 +16,8 @@
  * in it to its client (one sendmmsg).  Those are the system calls
  * mname-balancer makes per query at low load, and there is nothing else:
  * no in-flight table, no timeouts, no heartbeats, no checks on what a
- * backend sends, no TCP, no runtime.  What mname-balancer spends above
- * this is its own code and tokio's.
+ * backend sends, no runtime.  What mname-balancer spends above this is
+ * its own code and tokio's.
  *
  * Over TCP, on the same address and port, it accepts each client
  * connection and opens an AF_UNIX session to the client's backend with

@@ -47,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
-from common import proc_counts, query, wait_for  # noqa: E402
+from common import proc_counts, query, user_system_ticks, wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -85,25 +85,6 @@ def children(pid):
             return [int(c) for c in f.read().split()]
     except OSError:
         return []
-
-
-def user_system_ticks(pid):
-    """User and system time of every thread of `pid`, in clock ticks
-    (/proc's split of the CPU time by where the timer ticks fell: coarse,
-    so read it over a window of many ticks)."""
-    user, system = 0, 0
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:  # gone
-        tasks = []
-    for task in tasks:
-        try:
-            # Fields after the command name, which may hold spaces.
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        user, system = user + int(fields[11]), system + int(fields[12])
-    return user, system
 
 
 def snapshot(pid):
