@@ -29,8 +29,11 @@ pub enum AclAction {
 /// The access control list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acl {
+    /// `--allow`: when any is given, only these networks get in.
     pub allow: Vec<IpNet>,
+    /// `--deny`: these networks never get in, allowed or not.
     pub deny: Vec<IpNet>,
+    /// `--acl-action`: what a refused UDP client gets.
     pub action: AclAction,
 }
 

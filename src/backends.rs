@@ -53,7 +53,9 @@ pub enum LinkState {
 /// A backend that said hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ready {
+    /// What it said of protocol extensions.
     pub caps: Caps,
+    /// Its heartbeat: idle or outstanding.
     pub heartbeat: Heartbeat,
 }
 
@@ -71,9 +73,15 @@ pub enum Caps {
 pub enum Heartbeat {
     /// None outstanding; the next is sent after the heartbeat interval.
     Idle,
-    /// One went out at `at`.  `probe`: sent (or cut short) because the
-    /// backend left queries unanswered, so it has only the probe timeout.
-    Sent { at: Instant, probe: bool },
+    /// One is outstanding.
+    Sent {
+        /// When it went out: its round trip, and a probe's deadline, count
+        /// from here.
+        at: Instant,
+        /// Sent (or cut short) because the backend left queries
+        /// unanswered, so it has only the probe timeout.
+        probe: bool,
+    },
 }
 
 impl Ready {
@@ -102,6 +110,7 @@ pub enum Need {
 }
 
 impl Need {
+    /// What a client at `ip` needs: IPv6 for an IPv6 address.
     pub fn of(ip: &std::net::IpAddr) -> Need {
         if ip.is_ipv6() { Need::Ipv6 } else { Need::Any }
     }
@@ -137,14 +146,18 @@ pub struct BackendStats {
     pub hedged: u64,
     /// The round trip of its last heartbeat reply, in microseconds.
     pub last_heartbeat_rtt_us: Option<u64>,
+    /// The round trips of its heartbeat replies.
     pub heartbeat_rtt: Latency,
 }
 
 /// One backend process, known by its socket path.
 #[derive(Debug)]
 pub struct Backend {
+    /// Its id, kept for good once given.
     pub id: BackendId,
+    /// Its socket in the socket directory.
     pub path: PathBuf,
+    /// Where its control session stands.
     pub state: LinkState,
     /// Its socket was missing when we last tried to connect.
     pub removed: bool,
@@ -152,6 +165,7 @@ pub struct Backend {
     /// it removed.  A restarting backend unlinks and re-binds its socket,
     /// and one unlucky connect in between must not re-home its clients.
     pub missing_once: bool,
+    /// When to try its socket again after a failed connect.
     pub backoff: Backoff,
     /// Remotes whose primary is this backend.
     pub remotes: u32,
@@ -164,6 +178,7 @@ pub struct Backend {
     /// Its recent forward latency, answers sent and hedged-over answers
     /// alike: what its hedge delay is made of.
     pub recent_latency: SmoothedLatency,
+    /// What happened to it, for the stats socket and the metrics.
     pub stats: BackendStats,
 }
 
@@ -231,6 +246,7 @@ pub struct Backends {
 }
 
 impl Backends {
+    /// An empty table.
     pub fn new() -> Self {
         Self::default()
     }
@@ -271,14 +287,17 @@ impl Backends {
         }
     }
 
+    /// The backend with id `id`.
     pub fn get(&self, id: BackendId) -> Option<&Backend> {
         self.by_id.get(&id).map(|&k| &self.slab[k])
     }
 
+    /// The backend with id `id`, to change.
     pub fn get_mut(&mut self, id: BackendId) -> Option<&mut Backend> {
         self.by_id.get(&id).map(|&k| &mut self.slab[k])
     }
 
+    /// The backend whose socket is `path`.
     pub fn by_path(&self, path: &Path) -> Option<&Backend> {
         self.by_path.get(path).map(|&k| &self.slab[k])
     }
@@ -288,10 +307,12 @@ impl Backends {
         self.by_id.values().map(|&k| &self.slab[k])
     }
 
+    /// How many backends were ever seen, removed ones included.
     pub fn len(&self) -> usize {
         self.slab.len()
     }
 
+    /// Whether no backend was ever seen.
     pub fn is_empty(&self) -> bool {
         self.slab.is_empty()
     }
@@ -394,9 +415,13 @@ impl Backends {
 /// The outcome of [`Backends::rebalance_plan`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RebalancePlan {
+    /// The ok backend with the most remotes.
     pub backend: BackendId,
+    /// How many of its remotes to unassign.
     pub unassign: u32,
+    /// Its remotes beyond the emptiest ok backend's.
     pub spread: u32,
+    /// How many backends are ok.
     pub ok_backends: u32,
 }
 

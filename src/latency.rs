@@ -16,13 +16,18 @@ pub const LATENCY_BUCKETS: usize = 16;
 /// so 32 us .. 1 s are resolved to a factor of two.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Latency {
+    /// Durations recorded.
     pub count: u64,
+    /// Their sum, in microseconds (saturating).
     pub sum_us: u64,
+    /// The longest, in microseconds.
     pub max_us: u64,
+    /// How many fell in each bucket.
     pub buckets: [u64; LATENCY_BUCKETS],
 }
 
 impl Latency {
+    /// Count one duration.
     pub fn record(&mut self, d: std::time::Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.count += 1;
@@ -49,11 +54,14 @@ impl Latency {
 pub struct SmoothedLatency {
     /// No sample yet.
     pub empty: bool,
+    /// The smoothed latency (RFC 6298's SRTT), in microseconds.
     pub average_us: u64,
+    /// The smoothed deviation from it (RTTVAR), in microseconds.
     pub deviation_us: u64,
 }
 
 impl SmoothedLatency {
+    /// No sample yet: no hedge delay of its own.
     pub const fn new() -> Self {
         SmoothedLatency {
             empty: true,
@@ -62,6 +70,7 @@ impl SmoothedLatency {
         }
     }
 
+    /// Take one answer's latency into the average and the deviation.
     pub fn record(&mut self, d: std::time::Duration) {
         let r = u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 8);
         let r = r.min(u64::MAX / 8);

@@ -47,6 +47,7 @@ pub fn logger_to<W: io::Write + Send + 'static>(out: W, level: Level) -> Logger 
 /// The balancer's logger: bunyan JSON on stdout, written by a thread of
 /// its own through a bounded queue.
 pub struct AsyncLog {
+    /// The root logger: hand out clones of it.
     pub logger: Logger,
     /// Records dropped because the queue was full, in all.
     pub dropped: Arc<AtomicU64>,

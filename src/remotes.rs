@@ -34,9 +34,13 @@ use crate::backends::{BackendId, Backends, NO_BACKEND, Need};
 /// What happened to one remote, counted on the remote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RemoteStats {
+    /// UDP queries forwarded to a backend or answered from the cache.
     pub udp: u64,
+    /// UDP queries neither: rate-limited, no backend, or dropped on the way.
     pub udp_drop: u64,
+    /// TCP connections relayed to a backend.
     pub tcp: u64,
+    /// TCP connections refused: no backend, or no session free.
     pub tcp_drop: u64,
 }
 
@@ -44,12 +48,18 @@ pub struct RemoteStats {
 /// name server tracks hundreds of thousands of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
+    /// The backend it is pinned to ([`NO_BACKEND`]: none yet, or
+    /// unassigned by a rebalance).
     pub primary: BackendId,
+    /// The backend it uses while its primary is not ok ([`NO_BACKEND`]:
+    /// none).
     pub backup: BackendId,
     /// Milliseconds since the table's epoch ([`Remotes::seen_at`] turns them
     /// back into instants).
     pub first_seen_ms: u64,
+    /// When it was last heard from, likewise: what expiry goes by.
     pub last_seen_ms: u64,
+    /// What happened to it.
     pub stats: RemoteStats,
     /// The second (of the balancer's clock) the two counts below are for:
     /// answers synthesized for this remote (`--synth-rate`) and queries
@@ -72,12 +82,16 @@ pub enum QueryRate {
 /// A change of assignment worth a log line, in the original's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reassignment {
+    /// A primary chosen: it had none, or its primary is gone.
     NewPrimary(BackendId),
+    /// A backup chosen while its primary is not ok.
     NewBackup(BackendId),
+    /// Its primary is ok again, and its backup forgotten.
     BackToPrimary(BackendId),
 }
 
 impl Reassignment {
+    /// The log message, as the original wrote it.
     pub fn message(&self) -> &'static str {
         match self {
             Reassignment::NewPrimary(_) => "remote assigned to new primary backend",
@@ -86,6 +100,7 @@ impl Reassignment {
         }
     }
 
+    /// The backend the remote is assigned to now.
     pub fn backend(&self) -> BackendId {
         match *self {
             Reassignment::NewPrimary(id)
@@ -98,7 +113,9 @@ impl Reassignment {
 /// The backend chosen for one query, and what changed to choose it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Choice {
+    /// Where the query goes; `None` when no backend serves the remote.
     pub backend: Option<BackendId>,
+    /// The change of assignment made to choose it, if any.
     pub change: Option<Reassignment>,
 }
 
@@ -262,6 +279,7 @@ impl Remotes {
         (rem, created)
     }
 
+    /// The remote for `ip`, if it is tracked.
     pub fn get(&self, ip: &IpAddr) -> Option<&Remote> {
         match *ip {
             IpAddr::V4(a) => self.v4.get(&u32::from(a)),
@@ -269,6 +287,7 @@ impl Remotes {
         }
     }
 
+    /// The remote for `ip`, if it is tracked, to change.
     pub fn get_mut(&mut self, ip: &IpAddr) -> Option<&mut Remote> {
         match *ip {
             IpAddr::V4(a) => self.v4.get_mut(&u32::from(a)),
@@ -300,10 +319,12 @@ impl Remotes {
         v4.chain(v6)
     }
 
+    /// How many remotes are tracked.
     pub fn len(&self) -> usize {
         self.v4.len() + self.v6.len()
     }
 
+    /// Whether no remote is tracked.
     pub fn is_empty(&self) -> bool {
         self.v4.is_empty() && self.v6.is_empty()
     }

@@ -196,6 +196,7 @@ impl<K: Ord + Hash + Copy> Default for Timeouts<K> {
 }
 
 impl<K: Ord + Hash + Copy> Timeouts<K> {
+    /// No deadline armed.
     pub fn new() -> Self {
         Self::default()
     }
@@ -242,10 +243,12 @@ impl<K: Ord + Hash + Copy> Timeouts<K> {
         Some(key)
     }
 
+    /// How many keys are armed.
     pub fn len(&self) -> usize {
         self.by_key.len()
     }
 
+    /// Whether no key is armed.
     pub fn is_empty(&self) -> bool {
         self.by_key.is_empty()
     }

@@ -17,13 +17,13 @@
 //! A failure prints its seed.
 
 mod sim {
-    pub mod backend;
-    pub mod cached;
-    pub mod dns;
-    pub mod invariants;
-    pub mod rng;
-    pub mod tcp;
-    pub mod world;
+    pub(crate) mod backend;
+    pub(crate) mod cached;
+    pub(crate) mod dns;
+    pub(crate) mod invariants;
+    pub(crate) mod rng;
+    pub(crate) mod tcp;
+    pub(crate) mod world;
 }
 
 use mname_balancer::core::Phase;

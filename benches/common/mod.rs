@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Child processes, killed and reaped on drop.
-pub struct Procs(pub Vec<Child>);
+pub(crate) struct Procs(pub Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -25,7 +25,7 @@ impl Drop for Procs {
 }
 
 /// `www.example.com A` with DNS id `id`.
-pub fn query(id: u16) -> Vec<u8> {
+pub(crate) fn query(id: u16) -> Vec<u8> {
     let mut q = vec![0u8; 12];
     q[0..2].copy_from_slice(&id.to_be_bytes());
     q[2] = 0x01; // RD
@@ -41,7 +41,7 @@ pub fn query(id: u16) -> Vec<u8> {
 /// The `mname-demo-backend` binary, beside the balancer's: it belongs to
 /// the backend crate, so Cargo gives this package no `CARGO_BIN_EXE_*` for
 /// it, and `cargo bench` builds only this package's binaries.
-pub fn demo_backend_bin() -> PathBuf {
+pub(crate) fn demo_backend_bin() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_mname-balancer")).with_file_name("mname-demo-backend");
     assert!(
         bin.is_file(),
@@ -53,7 +53,7 @@ pub fn demo_backend_bin() -> PathBuf {
 
 /// A balancer on 127.0.0.1:`port` with a stats socket, in front of three
 /// demo backends, all under `dir`.
-pub struct Setup {
+pub(crate) struct Setup {
     /// Held for its drop, which stops the processes.
     pub _procs: Procs,
     pub balancer_pid: u32,
@@ -63,7 +63,7 @@ pub struct Setup {
 
 /// Start it, with `extra` balancer flags, and wait (bounded) until a query
 /// from 127.0.0.2 is answered by a backend.
-pub fn start(dir: &Path, port: u16, extra: &[&str]) -> Setup {
+pub(crate) fn start(dir: &Path, port: u16, extra: &[&str]) -> Setup {
     let socks = dir.join("sockets");
     std::fs::create_dir(&socks).unwrap();
     let stats = dir.join("stats.sock");
@@ -123,7 +123,7 @@ pub fn start(dir: &Path, port: u16, extra: &[&str]) -> Setup {
 }
 
 /// One stats socket request; the document, or `None`.
-pub fn stats_request(path: &Path, request: &str) -> Option<Vec<u8>> {
+pub(crate) fn stats_request(path: &Path, request: &str) -> Option<Vec<u8>> {
     let mut s = UnixStream::connect(path).ok()?;
     s.write_all(format!("{request}\n").as_bytes()).ok()?;
     let mut doc = Vec::new();

@@ -17,8 +17,11 @@ pub struct Config {
     pub listen_addrs: Vec<IpAddr>,
     /// 0 picks a free port (UDP first; TCP then binds the same number).
     pub port: u16,
+    /// `-s DIR`: the directory of the backends' sockets.
     pub socket_dir: PathBuf,
+    /// `-l LEVEL` (or `LOG_LEVEL`): the least level logged.
     pub log_level: slog::Level,
+    /// The timer flags (`--heartbeat-interval` and the rest).
     pub timers: Timers,
     /// Bytes of frames that may wait for one backend's socket before new UDP
     /// queries to it are dropped as "stuck" rather than queued.
@@ -33,8 +36,9 @@ pub struct Config {
     pub no_backend: NoBackend,
     /// Synthesized answers per remote per second, at most.
     pub synth_rate: u32,
-    /// Bounds of the in-flight table.
+    /// `--max-inflight`: queries in flight at most, all backends together.
     pub max_inflight: usize,
+    /// `--max-inflight-per-backend`: queries in flight to one backend at most.
     pub max_inflight_per_backend: u32,
     /// `-S PATH`: the stats socket ([`crate::ops::stats_socket`]), if any.
     pub stats_socket: Option<PathBuf>,
@@ -125,14 +129,18 @@ pub enum HedgeAfter {
 /// `--on-timeout`: what a client gets when its query times out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnTimeout {
+    /// A SERVFAIL answer (the default).
     ServFail,
+    /// Nothing: the client's own timeout runs out.
     Drop,
 }
 
 /// `--no-backend`: what a client gets when no backend can take its query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoBackend {
+    /// A SERVFAIL answer, rate-limited per remote (the default).
     ServFail,
+    /// A REFUSED answer, rate-limited likewise.
     Refused,
     /// Silence, as the original.
     Drop,
@@ -161,7 +169,7 @@ pub const DEFAULT_MAX_TCP_SESSIONS: usize = 1000;
 /// session table, so no one host can hold it, while a resolver farm behind
 /// one address still opens plenty (dnsdist and nginx set no default; the
 /// sessions it cannot open it gets by evicting idle ones anyway).
-pub const DEFAULT_MAX_TCP_PER_CLIENT: u32 = 100;
+pub(super) const DEFAULT_MAX_TCP_PER_CLIENT: u32 = 100;
 
 /// The stats socket is for the owner alone unless `--stats-mode` widens it.
 pub const DEFAULT_STATS_MODE: u32 = 0o600;
@@ -179,12 +187,12 @@ pub const DEFAULT_MAX_REMOTES: usize = 1_000_000;
 /// BIND's RRL default: every second query past the rate gets a TC=1
 /// answer, so a real resolver soon retries over TCP while a spoofed victim
 /// receives at most half the (small) answers.
-pub const DEFAULT_RATE_LIMIT_SLIP: u32 = 2;
+pub(super) const DEFAULT_RATE_LIMIT_SLIP: u32 = 2;
 
 /// Hedges are at most a tenth of the queries forwarded: the share gRPC's
 /// and Finagle's retry budgets allow (Finagle's default is 20%), so hedging
 /// during overload adds at most a tenth to the load.
-pub const DEFAULT_HEDGE_BUDGET_PERCENT: u32 = 10;
+pub(super) const DEFAULT_HEDGE_BUDGET_PERCENT: u32 = 10;
 
 impl Config {
     /// A configuration with the original's defaults for `socket_dir`.

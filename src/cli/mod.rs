@@ -36,7 +36,9 @@ pub use values::{parse_duration, parse_level};
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
+    /// Run the balancer with this configuration.
     Run(Box<Config>),
+    /// `-h`: print this usage text and exit.
     Help(String),
 }
 

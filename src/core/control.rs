@@ -37,7 +37,7 @@ use crate::backends::{BackendId, Caps, Heartbeat, LinkState, Need, Ready};
 use mname_balancer_protocol::{Frame, FrameBuffer, FrameError, frame_type};
 
 /// sockaddr_un's sun_path holds 108 bytes including the terminating NUL.
-pub const SUN_PATH_MAX: usize = 108;
+pub(super) const SUN_PATH_MAX: usize = 108;
 
 /// CLIENT_HELLO twice: the second asks for capabilities.
 const HELLO_TWICE: [u8; 8] = {

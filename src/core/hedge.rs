@@ -67,6 +67,8 @@ pub struct HedgeBudget {
 }
 
 impl HedgeBudget {
+    /// A budget of `percent` of the queries forwarded (`--hedge-budget`),
+    /// nothing forwarded yet.
     pub fn new(percent: u32) -> Self {
         HedgeBudget {
             percent: u64::from(percent),
@@ -108,11 +110,15 @@ impl HedgeBudget {
 /// Hedging's settings and budget.
 #[derive(Debug, Clone)]
 pub struct Hedging {
+    /// `--hedge-after`: when a query is hedged, if ever.
     pub after: HedgeAfter,
+    /// The hedges allowed now.
     pub budget: HedgeBudget,
 }
 
 impl Hedging {
+    /// Hedging after `after`, within `budget_percent` of the queries
+    /// forwarded.
     pub fn new(after: HedgeAfter, budget_percent: u32) -> Self {
         Hedging {
             after,
@@ -120,6 +126,7 @@ impl Hedging {
         }
     }
 
+    /// Whether queries are hedged at all (`--hedge-after` is not 0).
     pub fn is_on(&self) -> bool {
         self.after != HedgeAfter::Off
     }

@@ -31,8 +31,11 @@ pub const DNS_HEADER_LEN: usize = 12;
 /// Why a datagram was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// Shorter than a DNS header.
     Short,
+    /// A response (QR=1), not a query.
     Response,
+    /// A question section that does not parse.
     BadQuestion,
 }
 

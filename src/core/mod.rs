@@ -120,6 +120,7 @@ pub enum Signal {
 /// Where the balancer stands in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Taking queries and connections.
     Serving,
     /// A shutdown signal came: no new work; exit once idle.
     Draining,

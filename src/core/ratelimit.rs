@@ -43,7 +43,7 @@ impl RateLimit {
 /// Per-client log records ("new remote peer", a change of backend,
 /// "expiring remote entry") allowed a second: a flood of new addresses
 /// must not buy ten times its size in log.
-pub const PER_CLIENT_LOGS_PER_SECOND: u32 = 100;
+pub(super) const PER_CLIENT_LOGS_PER_SECOND: u32 = 100;
 
 /// A budget of per-client log records a second; the rest are counted, and
 /// [`LogBudget::take_suppressed`] hands the count to a summary record.

@@ -53,10 +53,15 @@ impl WallClock {
 /// cumulative); the last bucket has no bound.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct HistogramView {
+    /// Observations counted.
     pub count: u64,
+    /// Their sum, in microseconds.
     pub sum_us: u64,
+    /// The longest, in microseconds.
     pub max_us: u64,
+    /// The buckets' upper bounds, in microseconds: one fewer than buckets.
     pub le_us: Vec<u64>,
+    /// Observations per bucket.
     pub buckets: Vec<u64>,
 }
 
@@ -77,11 +82,14 @@ impl From<&Latency> for HistogramView {
 /// One backend, as the stats socket shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct BackendView {
+    /// Its id: 5300..5399 from the socket's name, else the next free one.
     pub id: BackendId,
+    /// Its socket.
     pub path: PathBuf,
     /// ok, ok-heartbeat-outstanding, connecting, awaiting-hello,
     /// reconnect-wait, down, removed.
     pub state: &'static str,
+    /// Given traffic: hello done, heartbeats answered.
     pub ok: bool,
     /// Protocol extensions announced (bit 0: IPv6 frames).
     pub caps: u32,
@@ -99,10 +107,15 @@ pub struct BackendView {
     pub stuck: u64,
     /// Queries it left unanswered past --query-timeout.
     pub timeouts: u64,
+    /// Control connections and TCP sessions to it attempted.
     pub conn_start: u64,
+    /// Of those, the ones that failed.
     pub conn_error: u64,
+    /// Times it was faulted.
     pub faults: u64,
+    /// Of those, found by the passive check (answering nothing).
     pub passive_faults: u64,
+    /// Queries in flight to it replayed elsewhere when it failed.
     pub replayed_away: u64,
     /// Its queries hedged to another backend (unanswered after its hedge
     /// delay).
@@ -111,12 +124,15 @@ pub struct BackendView {
     pub hedge_delay_us: Option<u64>,
     /// The round trip of the last heartbeat answered, in microseconds.
     pub last_heartbeat_rtt_us: Option<u64>,
+    /// Its heartbeat round trips.
     pub heartbeat_rtt: HistogramView,
     /// Query in to answer out, through this backend.
     pub forward_latency: HistogramView,
 }
 
 impl BackendView {
+    /// The view of `be`, with `inflight` queries to it and its hedge delay
+    /// now (`None`: hedging is off).
     pub fn of(be: &Backend, inflight: usize, hedge_delay: Option<std::time::Duration>) -> Self {
         let s = &be.stats;
         BackendView {
@@ -149,6 +165,7 @@ impl BackendView {
 /// One remote (client host), as the stats socket shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RemoteView {
+    /// The client host's address.
     pub ip: IpAddr,
     /// Its primary backend's id (`null`: none yet).
     pub backend: Option<BackendId>,
@@ -162,11 +179,16 @@ pub struct RemoteView {
     pub tcp: u64,
     /// Its TCP connections refused (no backend, session limit).
     pub tcp_drops: u64,
+    /// Its first query or connection.
     pub first_seen_ms: u64,
+    /// Its latest query or connection.
     pub last_seen_ms: u64,
 }
 
 impl RemoteView {
+    /// The view of remote `r` at `ip`; `seen_at` turns its times into
+    /// instants ([`crate::remotes::Remotes::seen_at`]), `clock` into Unix
+    /// milliseconds.
     pub fn of(ip: IpAddr, r: &Remote, seen_at: impl Fn(u64) -> Instant, clock: &WallClock) -> Self {
         let id = |b: BackendId| (b != NO_BACKEND).then_some(b);
         RemoteView {
@@ -186,20 +208,30 @@ impl RemoteView {
 /// Everything but the remotes, at one instant.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Summary {
+    /// [`STATS_VERSION`].
     pub version: u32,
+    /// The balancer's process id.
     pub pid: u32,
+    /// When the balancer started.
     pub started_ms: u64,
+    /// When this was taken.
     pub now_ms: u64,
+    /// Client hosts known now.
     pub remotes_tracked: usize,
+    /// UDP queries forwarded and not yet answered or timed out.
     pub inflight: usize,
+    /// Client TCP connections being relayed.
     pub tcp_sessions_open: usize,
+    /// A shutdown signal came: the balancer is finishing its work.
     pub draining: bool,
     /// Log records dropped because the log's reader fell behind (the
     /// shell fills it in: the log queue is not the core's).
     pub log_records_dropped: u64,
+    /// The balancer's counters: what became of each datagram and connection.
     pub counters: Counters,
     /// The packet cache's size and bounds (all 0 when it is off).
     pub cache: super::cache::CacheView,
+    /// Every backend ever seen, in id order.
     pub backends: Vec<BackendView>,
 }
 

@@ -59,6 +59,7 @@ pub type SessionKey = usize;
 /// session that reused its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId {
+    /// Its slot in the table.
     pub key: SessionKey,
     /// Unique for the life of the process (the logs' `conn_id`).
     pub conn_id: u64,
@@ -74,7 +75,9 @@ pub enum TcpVerdict {
     /// Relay it as planned; first close `evict`, if given, which the core
     /// has already counted and forgotten (no report is expected from it).
     Admit {
+        /// The session to start.
         plan: SessionPlan,
+        /// An idle session to close first, to make room.
         evict: Option<SessionId>,
     },
     /// Close it at once (counted by reason).
@@ -84,10 +87,13 @@ pub enum TcpVerdict {
 /// A session to start: everything the shell needs to relay it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionPlan {
+    /// The session's name, for its reports.
     pub session: SessionId,
     /// The client's address (v4-mapping undone) and port.
     pub client: SocketAddr,
+    /// The backend it is relayed to: its client's, as for UDP.
     pub backend: BackendId,
+    /// That backend's socket, which the session connects to on its own.
     pub backend_path: PathBuf,
     /// INBOUND_TCP_OK must arrive within this.
     pub ok_timeout: Duration,
@@ -101,9 +107,11 @@ pub struct SessionPlan {
 pub enum SessionEnd {
     /// The backend did not confirm the session in time: fault it.
     OkTimeout,
-    /// Connecting to the backend's socket failed; `gone`: there is no
-    /// socket file at its path any more.
-    ConnectFailed { gone: bool },
+    /// Connecting to the backend's socket failed.
+    ConnectFailed {
+        /// There is no socket file at its path any more.
+        gone: bool,
+    },
     /// Relayed, then closed for this reason.
     Closed(TcpClose),
 }

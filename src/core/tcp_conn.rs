@@ -160,6 +160,7 @@ pub struct TcpConn {
 const MAX_SYNTHESIZED: usize = 1024;
 
 impl TcpConn {
+    /// A connection just accepted at `now`: nothing read, nothing owed.
     pub fn new(now: Instant) -> Self {
         TcpConn {
             queries: TcpMessages::new(),

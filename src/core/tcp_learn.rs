@@ -47,8 +47,11 @@ pub const MAX_SPARE: usize = 2;
 /// A query and the answer the backend gave it over TCP, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpAnswer {
+    /// The client's query.
     pub query: Vec<u8>,
+    /// The backend's answer to it, whole.
     pub answer: Vec<u8>,
+    /// When the answer's last byte came: the cache ages it from here.
     pub at: Instant,
 }
 
@@ -76,6 +79,7 @@ pub struct TcpLearner {
 }
 
 impl TcpLearner {
+    /// Nothing pending, nothing learned.
     pub fn new() -> Self {
         TcpLearner::default()
     }

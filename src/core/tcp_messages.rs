@@ -52,6 +52,7 @@ pub struct TcpMessages {
 }
 
 impl TcpMessages {
+    /// An empty reader: nothing read yet.
     pub fn new() -> Self {
         Self::default()
     }

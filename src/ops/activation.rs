@@ -61,14 +61,18 @@ pub enum ActivationError {
 /// of their descriptors.
 #[derive(Debug, Default)]
 pub struct Inherited {
+    /// The UDP sockets: each becomes a UDP listener.
     pub udp: Vec<UdpSocket>,
+    /// The listening TCP sockets: each becomes a TCP listener.
     pub tcp: Vec<TcpListener>,
 }
 
 /// One inherited socket, once its kind is known.
 #[derive(Debug)]
 pub enum Kind {
+    /// A UDP socket.
     Udp(UdpSocket),
+    /// A TCP socket that listens.
     Tcp(TcpListener),
 }
 

@@ -211,7 +211,9 @@ pub enum Request {
     Snapshot,
     /// Counters and backends.
     Summary,
+    /// `backend ID`: one backend.
     Backend(BackendId),
+    /// `remote IP`: one remote.
     Remote(IpAddr),
     /// The packet cache's size, bounds and counters.
     Cache,
@@ -220,6 +222,8 @@ pub enum Request {
 }
 
 impl Request {
+    /// The request on one line (an empty line asks for a snapshot); the
+    /// error says what was wrong with it.
     pub fn parse(line: &str) -> Result<Request, String> {
         let mut words = line.split_whitespace();
         let request = match (words.next(), words.next()) {

@@ -54,6 +54,7 @@ pub struct OutQueue {
 }
 
 impl OutQueue {
+    /// An empty queue that holds at most `limit` bytes of frames.
     pub fn new(limit: usize) -> Self {
         OutQueue {
             bytes: Vec::new(),
@@ -67,6 +68,7 @@ impl OutQueue {
         self.bytes.len() - self.start
     }
 
+    /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -169,6 +171,8 @@ pub struct Links {
 }
 
 impl Links {
+    /// No link yet; each one's queue will hold at most `queue_limit` bytes
+    /// (`--backend-queue-bytes`).
     pub fn new(queue_limit: usize) -> Self {
         Links {
             links: HashMap::default(),
@@ -208,6 +212,8 @@ impl Links {
         self.links.remove(&id);
     }
 
+    /// Queue the pieces of one frame for backend `id`, whole or not at
+    /// all (no link is as good as a full queue).
     pub fn send_frame(&mut self, id: BackendId, pieces: &[&[u8]]) -> Result<(), QueueFull> {
         let link = self.links.get_mut(&id).ok_or(QueueFull)?;
         link.out.push(pieces)?;
@@ -215,6 +221,8 @@ impl Links {
         Ok(())
     }
 
+    /// Queue a control frame for backend `id`, even past the bound
+    /// ([`OutQueue::push_control`]); nothing if it has no link.
     pub fn send_control(&mut self, id: BackendId, frame: &[u8]) {
         if let Some(link) = self.links.get_mut(&id) {
             link.out.push_control(frame);

@@ -27,11 +27,14 @@ const TCP_BACKLOG: i32 = 4096;
 /// test) knows the port before any traffic flows.  One UDP socket and one
 /// TCP listener per listen address, all on the same port.
 pub struct Listeners {
+    /// The UDP sockets, one per listen address.
     pub udp: Vec<ListenUdp>,
+    /// The TCP listeners, one per listen address.
     pub tcp: Vec<TcpListener>,
 }
 
 impl Listeners {
+    /// The port they listen on (the one picked, if port 0 was asked for).
     pub fn local_port(&self) -> io::Result<u16> {
         match self.udp.first() {
             Some(s) => Ok(s.get_ref().local_addr()?.port()),

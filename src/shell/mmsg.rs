@@ -48,8 +48,15 @@ pub const BATCH: usize = 32;
 /// (and, for IPv6, on that interface: link-local addresses need it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LocalAddr {
+    /// An IPv4 address (a v4-mapped one on a dual-stack socket too).
     V4(Ipv4Addr),
-    V6 { addr: Ipv6Addr, ifindex: u32 },
+    /// An IPv6 address, with its interface.
+    V6 {
+        /// The address the datagram was sent to.
+        addr: Ipv6Addr,
+        /// The index of the interface it arrived on.
+        ifindex: u32,
+    },
 }
 
 /// Room for one control message carrying either pktinfo structure, in
@@ -423,16 +430,19 @@ pub struct SendBatch {
 }
 
 impl SendBatch {
+    /// Queue `payload` for `dest`, sent from `local` if given.
     pub fn push(&mut self, dest: SocketAddr, local: Option<LocalAddr>, payload: &[u8]) {
         let start = self.arena.len();
         self.arena.extend_from_slice(payload);
         self.items.push((dest, start, payload.len(), local));
     }
 
+    /// Whether no answer waits.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
 
+    /// Answers waiting.
     pub fn len(&self) -> usize {
         self.items.len()
     }

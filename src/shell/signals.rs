@@ -19,6 +19,8 @@ pub struct Signals {
 }
 
 impl Signals {
+    /// Install the handlers for SIGTERM, SIGINT, SIGHUP, SIGUSR1 and
+    /// SIGUSR2.
     pub fn install() -> Self {
         use tokio::signal::unix::{SignalKind, signal};
         Signals {
@@ -46,6 +48,7 @@ impl Signals {
         rx
     }
 
+    /// The next signal heard, as the core names it.
     pub async fn next(&mut self) -> Signal {
         async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
             match s {

@@ -37,13 +37,18 @@ pub enum StatsRequest {
     /// Up to `limit` remotes in address order, starting after `after`
     /// (from the first when `None`).
     Remotes {
+        /// The cursor: the last address of the page before.
         after: Option<IpAddr>,
+        /// Remotes at most (no more than [`MAX_REMOTES_PAGE`]).
         limit: usize,
+        /// Where the page goes.
         reply: oneshot::Sender<Vec<RemoteView>>,
     },
     /// One remote.
     Remote {
+        /// Its address.
         ip: IpAddr,
+        /// Where it goes (`None`: no such remote).
         reply: oneshot::Sender<Option<RemoteView>>,
     },
     /// Empty the packet cache; the reply is how many entries it held.
@@ -57,6 +62,7 @@ pub struct StatsHandle {
 }
 
 impl StatsHandle {
+    /// A handle sending on `tx`, whose receiver the loop holds.
     pub fn new(tx: mpsc::Sender<StatsRequest>) -> Self {
         StatsHandle { tx }
     }
@@ -72,6 +78,8 @@ impl StatsHandle {
         self.ask(StatsRequest::Summary).await
     }
 
+    /// A page of remotes after `after`, at most `limit` (and
+    /// [`MAX_REMOTES_PAGE`]); `None` once the loop has stopped.
     pub async fn remotes(&self, after: Option<IpAddr>, limit: usize) -> Option<Vec<RemoteView>> {
         self.ask(|reply| StatsRequest::Remotes {
             after,
@@ -81,6 +89,8 @@ impl StatsHandle {
         .await
     }
 
+    /// The remote at `ip` (`Some(None)`: none); `None` once the loop has
+    /// stopped.
     pub async fn remote(&self, ip: IpAddr) -> Option<Option<RemoteView>> {
         self.ask(|reply| StatsRequest::Remote { ip, reply }).await
     }

@@ -124,6 +124,7 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    /// None running; activity times count from `epoch`.
     pub fn new(epoch: Instant) -> Self {
         Sessions {
             epoch,
@@ -149,6 +150,8 @@ impl Sessions {
         Arc::new(cell)
     }
 
+    /// The task of session `id` was spawned, publishing to `cell`;
+    /// `abort` stops it.
     pub fn started(&mut self, id: SessionId, cell: Arc<SessionCell>, abort: AbortHandle) {
         self.running.insert(id.key, (id, cell, abort));
     }
@@ -265,6 +268,8 @@ pub struct EndReport {
 }
 
 impl EndReport {
+    /// The report for `plan`'s session; until told otherwise, it ended in
+    /// error.
     pub fn new(plan: &SessionPlan, cell: Arc<SessionCell>, tx: mpsc::Sender<Ended>) -> Self {
         EndReport {
             id: plan.session,
@@ -289,10 +294,15 @@ impl Drop for EndReport {
 
 /// Everything a session task needs.
 pub struct Session {
+    /// What the core decided: the backend, its socket, the deadlines.
     pub plan: SessionPlan,
+    /// The client's connection.
     pub client: TcpStream,
+    /// The session's logger (backend, `conn_id`, client address and port).
     pub log: Logger,
+    /// Reports how the session ended, however the task ends.
     pub report: EndReport,
+    /// The loop's epoch, which its activity times count from.
     pub epoch: Instant,
     /// Where answers to learn go, with the packet cache on.
     pub learned: Option<Arc<LearnedAnswers>>,

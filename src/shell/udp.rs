@@ -118,6 +118,7 @@ impl UdpRelay {
         self.out.sockets.len()
     }
 
+    /// Whether there is no listening socket.
     pub fn is_empty(&self) -> bool {
         self.out.sockets.is_empty()
     }

@@ -14,7 +14,12 @@ use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
 use mname_balancer_protocol::{Frame, FrameBuffer};
 
-pub fn message(id: u16, name: &str, rtype: RecordType, edit: impl FnOnce(&mut Message)) -> Vec<u8> {
+pub(crate) fn message(
+    id: u16,
+    name: &str,
+    rtype: RecordType,
+    edit: impl FnOnce(&mut Message),
+) -> Vec<u8> {
     let mut m = Message::query();
     m.metadata.id = id;
     m.metadata.recursion_desired = true;
@@ -23,7 +28,7 @@ pub fn message(id: u16, name: &str, rtype: RecordType, edit: impl FnOnce(&mut Me
     m.to_vec().unwrap()
 }
 
-pub fn edns(version: u8, dnssec_ok: bool, size: u16, options: Vec<EdnsOption>) -> Edns {
+pub(crate) fn edns(version: u8, dnssec_ok: bool, size: u16, options: Vec<EdnsOption>) -> Edns {
     let mut e = Edns::new();
     e.set_version(version)
         .set_dnssec_ok(dnssec_ok)
@@ -35,7 +40,7 @@ pub fn edns(version: u8, dnssec_ok: bool, size: u16, options: Vec<EdnsOption>) -
 }
 
 /// A query padded with an EDNS padding option to `size` bytes.
-pub fn padded(id: u16, size: usize) -> Vec<u8> {
+pub(crate) fn padded(id: u16, size: usize) -> Vec<u8> {
     let mut q = message(id, "www.example.com.", RecordType::A, |m| {
         m.set_edns(edns(0, false, 4096, vec![]));
     });
@@ -49,7 +54,7 @@ pub fn padded(id: u16, size: usize) -> Vec<u8> {
 }
 
 /// The battery: (what, message).  Ids are distinct.
-pub fn battery() -> Vec<(&'static str, Vec<u8>)> {
+pub(crate) fn battery() -> Vec<(&'static str, Vec<u8>)> {
     let header = |id: u16, flags: u8, qd: u8| {
         vec![(id >> 8) as u8, id as u8, flags, 0, 0, qd, 0, 0, 0, 0, 0, 0]
     };
@@ -154,7 +159,7 @@ pub fn battery() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 /// Send `msg` on `sock` to `to`; the first datagram back within `wait`.
-pub async fn udp_exchange(
+pub(crate) async fn udp_exchange(
     sock: &tokio::net::UdpSocket,
     to: std::net::SocketAddr,
     msg: &[u8],
@@ -174,7 +179,7 @@ pub async fn udp_exchange(
 /// from the client's address and the time (RFC 9018), which differ between
 /// asking a backend directly and through the balancer; the Client Cookie
 /// and the option's length are kept, and compared.
-pub fn without_server_cookie(mut answer: Vec<u8>) -> Vec<u8> {
+pub(crate) fn without_server_cookie(mut answer: Vec<u8>) -> Vec<u8> {
     fn skip_name(m: &[u8], mut at: usize) -> Option<usize> {
         loop {
             let len = *m.get(at)?;
@@ -222,7 +227,7 @@ pub fn without_server_cookie(mut answer: Vec<u8>) -> Vec<u8> {
     answer
 }
 
-pub fn put(s: &mut UnixStream, f: Frame<'_>) {
+pub(crate) fn put(s: &mut UnixStream, f: Frame<'_>) {
     let mut b = Vec::new();
     f.encode(&mut b);
     s.write_all(&b).unwrap();
@@ -230,7 +235,7 @@ pub fn put(s: &mut UnixStream, f: Frame<'_>) {
 
 /// Each message's answer from the backend at `path`, sent in an
 /// INBOUND_UDP frame as from 127.0.0.77:5353.
-pub fn direct_udp(path: &Path, messages: &[(&str, Vec<u8>)]) -> Vec<Option<Vec<u8>>> {
+pub(crate) fn direct_udp(path: &Path, messages: &[(&str, Vec<u8>)]) -> Vec<Option<Vec<u8>>> {
     let mut s = UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
@@ -268,7 +273,7 @@ pub fn direct_udp(path: &Path, messages: &[(&str, Vec<u8>)]) -> Vec<Option<Vec<u
 }
 
 /// The DNS-over-TCP answers of a stream, by id.
-pub fn answers_by_id(stream: &[u8]) -> std::collections::BTreeMap<u16, Vec<u8>> {
+pub(crate) fn answers_by_id(stream: &[u8]) -> std::collections::BTreeMap<u16, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();
     let mut rest = stream;
     while let [a, b, tail @ ..] = rest {
@@ -283,7 +288,7 @@ pub fn answers_by_id(stream: &[u8]) -> std::collections::BTreeMap<u16, Vec<u8>> 
     out
 }
 
-pub fn framed_all(messages: &[(&str, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn framed_all(messages: &[(&str, Vec<u8>)]) -> Vec<u8> {
     messages
         .iter()
         .flat_map(|(_, m)| {
@@ -295,7 +300,7 @@ pub fn framed_all(messages: &[(&str, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// A backend's TCP answers to every message, pipelined in one write.
-pub fn direct_tcp(path: &Path, messages: &[(&str, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn direct_tcp(path: &Path, messages: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let mut s = UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(800)))
         .unwrap();

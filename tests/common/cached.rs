@@ -13,10 +13,10 @@ use super::stats::{balstat_json, u};
 use super::*;
 
 /// Polls give up after this long.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 
 /// One backend (5300) behind a balancer with a stats socket, and a client.
-pub struct Cached {
+pub(crate) struct Cached {
     _dir: tempfile::TempDir,
     _stats_dir: tempfile::TempDir,
     pub backend: Backend,
@@ -26,7 +26,7 @@ pub struct Cached {
 }
 
 impl Cached {
-    pub async fn start(backend_flags: &[&str], flags: &[&str]) -> Cached {
+    pub(crate) async fn start(backend_flags: &[&str], flags: &[&str]) -> Cached {
         let dir = sockdir();
         let backend = Backend::start_with(dir.path(), "5300", backend_flags);
         let stats_dir = sockdir();
@@ -49,7 +49,7 @@ impl Cached {
     }
 
     /// Send `query` and return the answer with its id, or None after 3 s.
-    pub async fn ask(&self, query: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) async fn ask(&self, query: &[u8]) -> Option<Vec<u8>> {
         self.client.send_to(query, self.bal.target()).await.ok()?;
         let mut buf = vec![0u8; 65535];
         let until = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -64,23 +64,23 @@ impl Cached {
         }
     }
 
-    pub fn summary(&self) -> Value {
+    pub(crate) fn summary(&self) -> Value {
         balstat_json(&self.sock, &["summary"])
     }
 
-    pub fn counter(&self, name: &str) -> u64 {
+    pub(crate) fn counter(&self, name: &str) -> u64 {
         u(&self.summary()["counters"][name])
     }
 
     /// UDP queries the backend has been sent.
-    pub fn backend_queries(&self) -> u64 {
+    pub(crate) fn backend_queries(&self) -> u64 {
         u(&self.summary()["backends"][0]["udp"])
     }
 }
 
 /// A query for `name` (type `rtype`) with id `id`, RD `rd`, CD `cd` and,
 /// if given, EDNS with that buffer size and DO bit.
-pub fn q(
+pub(crate) fn q(
     name: &str,
     rtype: RecordType,
     id: u16,
@@ -103,16 +103,16 @@ pub fn q(
 }
 
 /// An A query with RD, no CD and no EDNS: the suite's plain query.
-pub fn a(name: &str, id: u16) -> Vec<u8> {
+pub(crate) fn a(name: &str, id: u16) -> Vec<u8> {
     super::query(name, RecordType::A, id)
 }
 
-pub fn parse(bytes: &[u8]) -> Message {
+pub(crate) fn parse(bytes: &[u8]) -> Message {
     Message::from_vec(bytes).expect("answer parses")
 }
 
 /// The TTL of every record in the answer and authority sections.
-pub fn ttls(bytes: &[u8]) -> Vec<u32> {
+pub(crate) fn ttls(bytes: &[u8]) -> Vec<u32> {
     let m = parse(bytes);
     m.answers
         .iter()
@@ -121,7 +121,7 @@ pub fn ttls(bytes: &[u8]) -> Vec<u32> {
         .collect()
 }
 
-pub async fn poll<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+pub(crate) async fn poll<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f().await {

@@ -6,9 +6,9 @@
 
 #![allow(dead_code)]
 
-pub mod battery;
-pub mod cached;
-pub mod stats;
+pub(crate) mod battery;
+pub(crate) mod cached;
+pub(crate) mod stats;
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -24,10 +24,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 /// How long any single readiness wait may take before the test fails.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Timer flags that make faults play out in about a second.
-pub const FAST_TIMERS: &[&str] = &[
+pub(crate) const FAST_TIMERS: &[&str] = &[
     "--scan-interval",
     "200ms",
     "--heartbeat-interval",
@@ -45,7 +45,7 @@ pub const FAST_TIMERS: &[&str] = &[
 ];
 
 /// A child process whose stdout lines are collected.
-pub struct Proc {
+pub(crate) struct Proc {
     pub name: String,
     pub child: Child,
     lines: Arc<Mutex<Vec<String>>>,
@@ -68,7 +68,7 @@ fn collect(
 }
 
 impl Proc {
-    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+    pub(crate) fn spawn(name: &str, mut cmd: Command) -> Proc {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -86,12 +86,12 @@ impl Proc {
         }
     }
 
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// Every stdout line that parses as JSON.
-    pub fn records(&self) -> Vec<Value> {
+    pub(crate) fn records(&self) -> Vec<Value> {
         self.lines
             .lock()
             .unwrap()
@@ -100,21 +100,26 @@ impl Proc {
             .collect()
     }
 
-    pub fn stdout_text(&self) -> String {
+    pub(crate) fn stdout_text(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
 
-    pub fn stderr_text(&self) -> String {
+    pub(crate) fn stderr_text(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }
 
     /// Records matching `pred`.
-    pub fn find(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    pub(crate) fn find(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
         self.records().into_iter().filter(|r| pred(r)).collect()
     }
 
     /// Wait until at least `n` records match `pred`; return the n-th.
-    pub fn wait_for_nth(&self, n: usize, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_for_nth(
+        &self,
+        n: usize,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let start = Instant::now();
         loop {
             let found = self.find(&pred);
@@ -132,16 +137,16 @@ impl Proc {
     }
 
     /// Wait for a record with this `msg` (and matching `pred`).
-    pub fn wait_for(&self, msg: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_for(&self, msg: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_for_nth(1, msg, |r| r["msg"] == msg && pred(r))
     }
 
     /// Count records with this `msg` matching `pred`.
-    pub fn count(&self, msg: &str, pred: impl Fn(&Value) -> bool) -> usize {
+    pub(crate) fn count(&self, msg: &str, pred: impl Fn(&Value) -> bool) -> usize {
         self.find(|r| r["msg"] == msg && pred(r)).len()
     }
 
-    pub fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's PID has no memory effects.
         unsafe {
             libc::kill(self.pid(), sig);
@@ -149,14 +154,14 @@ impl Proc {
     }
 
     /// `kill -9` and reap.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         self.signal(libc::SIGKILL);
         let _ = self.child.wait();
     }
 
     /// Wait for the process to exit by itself; its exit code. Every line
     /// it wrote has been collected when this returns.
-    pub fn wait_exit(&mut self) -> Option<i32> {
+    pub(crate) fn wait_exit(&mut self) -> Option<i32> {
         let start = Instant::now();
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -173,7 +178,7 @@ impl Proc {
     }
 
     /// Resident set size in KiB, from /proc.
-    pub fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         status
             .lines()
@@ -197,7 +202,7 @@ impl Drop for Proc {
 }
 
 /// The balancer under test.
-pub struct Balancer {
+pub(crate) struct Balancer {
     pub proc: Proc,
     pub port: u16,
     pub addr: IpAddr,
@@ -205,17 +210,17 @@ pub struct Balancer {
 
 impl Balancer {
     /// Start on 127.0.0.1, a free port, debug logs, with `extra` flags.
-    pub fn start(sockdir: &Path, extra: &[&str]) -> Balancer {
+    pub(crate) fn start(sockdir: &Path, extra: &[&str]) -> Balancer {
         Self::start_on("127.0.0.1", sockdir, extra)
     }
 
-    pub fn start_on(bind: &str, sockdir: &Path, extra: &[&str]) -> Balancer {
+    pub(crate) fn start_on(bind: &str, sockdir: &Path, extra: &[&str]) -> Balancer {
         Self::start_binds(&[bind], sockdir, extra)
     }
 
     /// Start listening on every address in `binds` (the first is the
     /// address [`Balancer::target`] aims at).
-    pub fn start_binds(binds: &[&str], sockdir: &Path, extra: &[&str]) -> Balancer {
+    pub(crate) fn start_binds(binds: &[&str], sockdir: &Path, extra: &[&str]) -> Balancer {
         let bind = binds[0];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mname-balancer"));
         for b in binds {
@@ -235,7 +240,7 @@ impl Balancer {
         }
     }
 
-    pub fn target(&self) -> SocketAddr {
+    pub(crate) fn target(&self) -> SocketAddr {
         let ip = if self.addr.is_unspecified() {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else {
@@ -246,7 +251,7 @@ impl Balancer {
 
     /// Ask for the counters (SIGUSR1) until `pred` holds for the latest
     /// `counters` record, or the deadline passes (then panic with `what`).
-    pub async fn counters_until(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn counters_until(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         loop {
             self.proc.signal(libc::SIGUSR1);
@@ -265,7 +270,7 @@ impl Balancer {
 
     /// Wait until `n` backends have completed their hello, counting
     /// "backend socket established" records.
-    pub fn wait_established(&self, n: usize) {
+    pub(crate) fn wait_established(&self, n: usize) {
         self.proc
             .wait_for_nth(n, "backend socket established", |r| {
                 r["msg"] == "backend socket established"
@@ -279,7 +284,7 @@ impl Balancer {
 /// binary of the workspace: beside the balancer.  A test run of the whole
 /// workspace builds it (the backend crate's own integration test makes
 /// Cargo build its binaries); a run of this package alone does not.
-pub fn demo_backend_bin() -> PathBuf {
+pub(crate) fn demo_backend_bin() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_mname-balancer")).with_file_name("mname-demo-backend");
     assert!(
         bin.is_file(),
@@ -291,19 +296,19 @@ pub fn demo_backend_bin() -> PathBuf {
 }
 
 /// A demo backend process on `dir/file`, answering `whoami` with `name`.
-pub struct Backend {
+pub(crate) struct Backend {
     pub proc: Proc,
     pub path: PathBuf,
     pub name: String,
 }
 
 impl Backend {
-    pub fn start(dir: &Path, file: &str) -> Backend {
+    pub(crate) fn start(dir: &Path, file: &str) -> Backend {
         Self::start_with(dir, file, &[])
     }
 
     /// Start with extra flags (`--delay MS`, `--no-answer`, `--log-queries`).
-    pub fn start_with(dir: &Path, file: &str, extra: &[&str]) -> Backend {
+    pub(crate) fn start_with(dir: &Path, file: &str, extra: &[&str]) -> Backend {
         let path = dir.join(file);
         let mut cmd = Command::new(demo_backend_bin());
         cmd.arg("-s").arg(&path).args(["-n", file]).args(extra);
@@ -318,7 +323,7 @@ impl Backend {
 }
 
 /// Build a query message.
-pub fn query(name: &str, rtype: RecordType, id: u16) -> Vec<u8> {
+pub(crate) fn query(name: &str, rtype: RecordType, id: u16) -> Vec<u8> {
     let mut m = Message::query();
     m.metadata.id = id;
     m.metadata.recursion_desired = true;
@@ -328,7 +333,7 @@ pub fn query(name: &str, rtype: RecordType, id: u16) -> Vec<u8> {
 
 /// One UDP query from `src` (port 0) to `to`; the answer, or None after
 /// `wait`.
-pub async fn udp_ask(
+pub(crate) async fn udp_ask(
     src: IpAddr,
     to: SocketAddr,
     name: &str,
@@ -340,7 +345,7 @@ pub async fn udp_ask(
 }
 
 /// One UDP query on an existing socket.
-pub async fn udp_ask_on(
+pub(crate) async fn udp_ask_on(
     sock: &UdpSocket,
     to: SocketAddr,
     name: &str,
@@ -371,7 +376,7 @@ fn rand_id() -> u16 {
 }
 
 /// Connect over TCP from `src`.
-pub async fn tcp_connect(src: IpAddr, to: SocketAddr) -> TcpStream {
+pub(crate) async fn tcp_connect(src: IpAddr, to: SocketAddr) -> TcpStream {
     let s = if src.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -386,14 +391,14 @@ pub async fn tcp_connect(src: IpAddr, to: SocketAddr) -> TcpStream {
 }
 
 /// Write one length-prefixed DNS message.
-pub async fn tcp_send(s: &mut TcpStream, msg: &[u8]) {
+pub(crate) async fn tcp_send(s: &mut TcpStream, msg: &[u8]) {
     let mut out = (msg.len() as u16).to_be_bytes().to_vec();
     out.extend_from_slice(msg);
     s.write_all(&out).await.unwrap();
 }
 
 /// Read one length-prefixed DNS message, None at EOF or after the deadline.
-pub async fn tcp_recv(s: &mut TcpStream) -> Option<Message> {
+pub(crate) async fn tcp_recv(s: &mut TcpStream) -> Option<Message> {
     let read = async {
         let mut len = [0u8; 2];
         s.read_exact(&mut len).await.ok()?;
@@ -406,7 +411,7 @@ pub async fn tcp_recv(s: &mut TcpStream) -> Option<Message> {
 
 /// Read one length-prefixed DNS message as bytes, None at EOF or after
 /// the deadline.
-pub async fn tcp_recv_raw(s: &mut TcpStream) -> Option<Vec<u8>> {
+pub(crate) async fn tcp_recv_raw(s: &mut TcpStream) -> Option<Vec<u8>> {
     let read = async {
         let mut len = [0u8; 2];
         s.read_exact(&mut len).await.ok()?;
@@ -418,7 +423,7 @@ pub async fn tcp_recv_raw(s: &mut TcpStream) -> Option<Vec<u8>> {
 }
 
 /// One query over a fresh TCP connection from `src`.
-pub async fn tcp_ask(
+pub(crate) async fn tcp_ask(
     src: IpAddr,
     to: SocketAddr,
     name: &str,
@@ -430,19 +435,19 @@ pub async fn tcp_ask(
 }
 
 /// The first TXT string of the first answer.
-pub fn txt(m: &Message) -> String {
+pub(crate) fn txt(m: &Message) -> String {
     m.answers
         .first()
         .map(|r| r.data.to_string())
         .unwrap_or_default()
 }
 
-pub fn rcode(m: &Message) -> ResponseCode {
+pub(crate) fn rcode(m: &Message) -> ResponseCode {
     m.metadata.response_code
 }
 
 /// Which backend answers `whoami` for `src` over UDP (one try, 2 s).
-pub async fn whoami(src: IpAddr, to: SocketAddr) -> Option<String> {
+pub(crate) async fn whoami(src: IpAddr, to: SocketAddr) -> Option<String> {
     udp_ask(
         src,
         to,
@@ -456,7 +461,7 @@ pub async fn whoami(src: IpAddr, to: SocketAddr) -> Option<String> {
 
 /// Ask `whoami` from `src` until `pred` holds for the answer, or the
 /// deadline passes (then panic with `what`).
-pub async fn whoami_until(
+pub(crate) async fn whoami_until(
     src: IpAddr,
     to: SocketAddr,
     what: &str,
@@ -485,12 +490,12 @@ pub async fn whoami_until(
 }
 
 /// 127.0.0.N as a source address.
-pub fn lo(n: u8) -> IpAddr {
+pub(crate) fn lo(n: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
 }
 
 /// A socket directory (short path: sun_path holds 108 bytes).
-pub fn sockdir() -> tempfile::TempDir {
+pub(crate) fn sockdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("mnb")
         .tempdir_in("/tmp")
@@ -499,7 +504,7 @@ pub fn sockdir() -> tempfile::TempDir {
 
 /// Three demo backends 5300..5302 and a balancer with fast timers, all
 /// hellos done.
-pub fn three_backends(extra: &[&str]) -> (tempfile::TempDir, Vec<Backend>, Balancer) {
+pub(crate) fn three_backends(extra: &[&str]) -> (tempfile::TempDir, Vec<Backend>, Balancer) {
     let dir = sockdir();
     let backends: Vec<Backend> = ["5300", "5301", "5302"]
         .iter()
@@ -514,6 +519,6 @@ pub fn three_backends(extra: &[&str]) -> (tempfile::TempDir, Vec<Backend>, Balan
 
 /// Whether a log record's `be_id` is the backend named `name` (demo
 /// backends are named after their socket file, which is their id).
-pub fn be_id_is(r: &Value, name: &str) -> bool {
+pub(crate) fn be_id_is(r: &Value, name: &str) -> bool {
     r["be_id"].as_u64().is_some_and(|id| id.to_string() == name)
 }

@@ -12,7 +12,7 @@ use super::{Backend, Balancer, sockdir};
 
 /// Three demo backends 5300..5302 and a balancer with a stats socket in a
 /// directory of its own, serving.
-pub struct Setup {
+pub(crate) struct Setup {
     _dir: tempfile::TempDir,
     pub stats_dir: tempfile::TempDir,
     _backends: Vec<Backend>,
@@ -22,7 +22,7 @@ pub struct Setup {
 
 impl Setup {
     /// Default timers: nothing here must fault a backend on a busy machine.
-    pub fn start(extra: &[&str]) -> Setup {
+    pub(crate) fn start(extra: &[&str]) -> Setup {
         let dir = sockdir();
         let backends: Vec<Backend> = ["5300", "5301", "5302"]
             .iter()
@@ -45,25 +45,25 @@ impl Setup {
         }
     }
 
-    pub fn sock(&self) -> &str {
+    pub(crate) fn sock(&self) -> &str {
         self.sock.to_str().unwrap()
     }
 }
 
 /// Run balstat with `args`; it bounds its own waits (10 s per read).
-pub fn balstat(args: &[&str]) -> Output {
+pub(crate) fn balstat(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_balstat"))
         .args(args)
         .output()
         .expect("run balstat")
 }
 
-pub fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 /// `balstat --json` with `args`: the document, or a panic with stderr.
-pub fn balstat_json(sock: &str, args: &[&str]) -> Value {
+pub(crate) fn balstat_json(sock: &str, args: &[&str]) -> Value {
     let mut all = vec!["-S", sock, "--json"];
     all.extend_from_slice(args);
     let out = balstat(&all);
@@ -79,7 +79,7 @@ pub fn balstat_json(sock: &str, args: &[&str]) -> Value {
 
 /// The rows of the table under the line starting with `title`, split on
 /// whitespace (header excluded).
-pub fn table_rows(report: &str, title: &str) -> Vec<Vec<String>> {
+pub(crate) fn table_rows(report: &str, title: &str) -> Vec<Vec<String>> {
     let mut lines = report.lines().skip_while(|l| !l.starts_with(title)).skip(2);
     let mut rows = Vec::new();
     for line in lines.by_ref() {
@@ -91,6 +91,6 @@ pub fn table_rows(report: &str, title: &str) -> Vec<Vec<String>> {
     rows
 }
 
-pub fn u(v: &Value) -> u64 {
+pub(crate) fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }

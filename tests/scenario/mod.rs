@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 /// Every output of the core, recorded.
 #[derive(Default)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     /// Bytes queued per backend, control frames included.
     pub queued: std::collections::HashMap<u32, Vec<u8>>,
     pub answers: Vec<(SocketAddr, Vec<u8>)>,
@@ -68,7 +68,7 @@ impl Io for Recorder {
 
 impl Recorder {
     /// The frames queued for `backend` since the last call, decoded.
-    pub fn frames_to(&mut self, backend: u32) -> Vec<u32> {
+    pub(crate) fn frames_to(&mut self, backend: u32) -> Vec<u32> {
         let bytes = self.queued.remove(&backend).unwrap_or_default();
         let mut buf = FrameBuffer::new();
         buf.extend(&bytes);
@@ -81,17 +81,17 @@ impl Recorder {
 }
 
 /// A core with the given flags over the defaults, its recorder and clock.
-pub struct Scenario {
+pub(crate) struct Scenario {
     pub core: Core,
     pub io: Recorder,
     pub now: Instant,
 }
 
-pub const HEARTBEAT: u32 = frame_type::CLIENT_HEARTBEAT;
-pub const HELLO: u32 = frame_type::CLIENT_HELLO;
+pub(crate) const HEARTBEAT: u32 = frame_type::CLIENT_HEARTBEAT;
+pub(crate) const HELLO: u32 = frame_type::CLIENT_HELLO;
 
 impl Scenario {
-    pub fn new(flags: &[&str]) -> Scenario {
+    pub(crate) fn new(flags: &[&str]) -> Scenario {
         let mut args = vec!["-s".to_string(), "/s".to_string()];
         args.extend(flags.iter().map(|s| s.to_string()));
         let Ok(Command::Run(cfg)) = cli::parse(&args, None) else {
@@ -108,16 +108,16 @@ impl Scenario {
         s
     }
 
-    pub fn advance(&mut self, by: Duration) {
+    pub(crate) fn advance(&mut self, by: Duration) {
         self.advance_to(self.now + by);
     }
 
-    pub fn advance_to(&mut self, t: Instant) {
+    pub(crate) fn advance_to(&mut self, t: Instant) {
         self.now = t;
         self.core.handle_timeout(self.now, &mut self.io);
     }
 
-    pub fn list(&mut self, names: &[&str]) {
+    pub(crate) fn list(&mut self, names: &[&str]) {
         let listing = Ok(names
             .iter()
             .map(|n| Ok(PathBuf::from(format!("/s/{n}"))))
@@ -127,7 +127,7 @@ impl Scenario {
 
     /// Run the connect the core asked for: it succeeds, and the backend
     /// says hello (with the IPv6 extension when `ipv6`).
-    pub fn connect_ok(&mut self, id: u32, ipv6: bool) -> u64 {
+    pub(crate) fn connect_ok(&mut self, id: u32, ipv6: bool) -> u64 {
         self.core.handle_timeout(self.now, &mut self.io);
         let (_, generation) = *self
             .io
@@ -150,7 +150,7 @@ impl Scenario {
         generation
     }
 
-    pub fn send(&mut self, id: u32, generation: u64, frame: Frame<'_>) {
+    pub(crate) fn send(&mut self, id: u32, generation: u64, frame: Frame<'_>) {
         let mut bytes = Vec::new();
         frame.encode(&mut bytes);
         self.core
@@ -159,7 +159,7 @@ impl Scenario {
 
     /// Backend `id` answers the query `dns_id` of `to` (as [`Scenario::query`]
     /// asked it) on its link of `generation`.
-    pub fn answer(&mut self, id: u32, generation: u64, to: &str, dns_id: u16) {
+    pub(crate) fn answer(&mut self, id: u32, generation: u64, to: &str, dns_id: u16) {
         let dest: SocketAddr = to.parse().expect("address");
         let mut answer = dns_id.to_be_bytes().to_vec();
         answer.extend_from_slice(&[0x81, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 0, 0, 1, 0, 1]);
@@ -174,7 +174,7 @@ impl Scenario {
         );
     }
 
-    pub fn query(&mut self, from: &str, id: u16) {
+    pub(crate) fn query(&mut self, from: &str, id: u16) {
         let src: SocketAddr = from.parse().expect("address");
         let mut m = id.to_be_bytes().to_vec();
         m.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 0, 0, 1, 0, 1]);
@@ -186,7 +186,7 @@ impl Scenario {
     }
 
     /// The primary backend of the first remote (in address order).
-    pub fn first_primary(&self) -> u32 {
+    pub(crate) fn first_primary(&self) -> u32 {
         self.core
             .remotes()
             .iter()
@@ -195,31 +195,31 @@ impl Scenario {
             .expect("a remote assigned")
     }
 
-    pub fn state(&self, id: u32) -> LinkState {
+    pub(crate) fn state(&self, id: u32) -> LinkState {
         self.core.backends().get(id).expect("backend").state
     }
 
-    pub fn faults(&self, id: u32) -> u64 {
+    pub(crate) fn faults(&self, id: u32) -> u64 {
         self.core.backends().get(id).expect("backend").stats.faults
     }
 }
 
-pub fn ms(n: u64) -> Duration {
+pub(crate) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
 /// Session activity as a test sets it.
 #[derive(Default)]
-pub struct Activity(pub std::collections::HashMap<SessionId, ConnActivity>);
+pub(crate) struct Activity(pub std::collections::HashMap<SessionId, ConnActivity>);
 
 impl Activity {
     /// `id` idle since `t`.
-    pub fn idle(&mut self, id: SessionId, t: Instant) {
+    pub(crate) fn idle(&mut self, id: SessionId, t: Instant) {
         self.0.insert(id, ConnActivity::idle_from(t));
     }
 
     /// `id` awaiting answers since `t`.
-    pub fn busy(&mut self, id: SessionId, t: Instant) {
+    pub(crate) fn busy(&mut self, id: SessionId, t: Instant) {
         self.0.insert(
             id,
             ConnActivity {
@@ -239,7 +239,7 @@ impl SessionActivity for Activity {
 }
 
 /// The shell knows of no session.
-pub struct NoSessions;
+pub(crate) struct NoSessions;
 
 impl SessionActivity for NoSessions {
     fn activity(&self, _: SessionId) -> Option<ConnActivity> {

@@ -18,7 +18,7 @@ use super::rng::Rng;
 
 /// How a backend behaves while connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Script {
+pub(crate) enum Script {
     /// Answers every query within a few milliseconds.
     Answer,
     /// Answers, but up to seconds late (past the query timeout).
@@ -32,7 +32,7 @@ pub enum Script {
 }
 
 /// One simulated backend process.
-pub struct SimBackend {
+pub(crate) struct SimBackend {
     pub id: u32,
     pub path: String,
     /// Its socket file exists: connects succeed.
@@ -46,7 +46,7 @@ pub struct SimBackend {
 }
 
 /// One connection of a backend, as the backend sees it.
-pub struct SimLink {
+pub(crate) struct SimLink {
     pub generation: u64,
     /// Bytes the core queued and the backend has not read.
     pub inbound: Vec<u8>,
@@ -65,7 +65,7 @@ pub struct SimLink {
 }
 
 impl SimLink {
-    pub fn new(generation: u64, now: Instant) -> Self {
+    pub(crate) fn new(generation: u64, now: Instant) -> Self {
         SimLink {
             last_control_at: now,
             generation,
@@ -81,18 +81,18 @@ impl SimLink {
     }
 
     /// Bytes queued toward the backend that count against the bound.
-    pub fn queued_data(&self) -> usize {
+    pub(crate) fn queued_data(&self) -> usize {
         self.inbound.len().saturating_sub(self.control_bytes)
     }
 }
 
 /// What the backend saw that breaks the protocol.
-pub type Violations = Vec<String>;
+pub(crate) type Violations = Vec<String>;
 
 impl SimBackend {
     /// Read everything the core queued and react as the script says.
     /// Queries received are reported through `on_query`.
-    pub fn read_inbound(
+    pub(crate) fn read_inbound(
         &mut self,
         now: Instant,
         rng: &mut Rng,
@@ -199,7 +199,7 @@ impl SimBackend {
 
     /// Frames due by `now`, cut into pieces of random size as a stream
     /// socket may deliver them; plus whatever the script adds.
-    pub fn due_output(&mut self, now: Instant, rng: &mut Rng) -> Vec<u8> {
+    pub(crate) fn due_output(&mut self, now: Instant, rng: &mut Rng) -> Vec<u8> {
         let script = self.script;
         let id = self.id;
         let Some(link) = self.link.as_mut() else {

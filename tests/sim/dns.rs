@@ -12,7 +12,7 @@ use super::rng::Rng;
 const NAMES: &[&str] = &["www.example.com", "a1.example.com", "whoami.example.com"];
 
 /// A query for a name in the zone, with id `id`.
-pub fn query(id: u16, rng: &mut Rng) -> Vec<u8> {
+pub(crate) fn query(id: u16, rng: &mut Rng) -> Vec<u8> {
     let mut m = Vec::with_capacity(40);
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
@@ -33,7 +33,7 @@ pub fn query(id: u16, rng: &mut Rng) -> Vec<u8> {
 
 /// What intake must refuse, by the counter that should count it.
 #[derive(Debug, Clone, Copy)]
-pub enum Bad {
+pub(crate) enum Bad {
     Short,
     Response,
     Malformed,
@@ -41,7 +41,7 @@ pub enum Bad {
 }
 
 /// A datagram of kind `bad`.
-pub fn bad(bad: Bad, rng: &mut Rng) -> Vec<u8> {
+pub(crate) fn bad(bad: Bad, rng: &mut Rng) -> Vec<u8> {
     match bad {
         Bad::Short => (0..rng.below(12)).map(|_| rng.next() as u8).collect(),
         Bad::Response => {
@@ -64,13 +64,13 @@ pub fn bad(bad: Bad, rng: &mut Rng) -> Vec<u8> {
 }
 
 /// The DNS id of a message.
-pub fn id_of(m: &[u8]) -> Option<u16> {
+pub(crate) fn id_of(m: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*m.first()?, *m.get(1)?]))
 }
 
 /// The TTL the backends give a name's answer: `www` 1 s, `a1` 3 s,
 /// `whoami` 0 (never cached).
-pub fn ttl_of(query: &[u8]) -> u32 {
+pub(crate) fn ttl_of(query: &[u8]) -> u32 {
     match query.get(12..16) {
         Some([3, w, _, _]) if w.eq_ignore_ascii_case(&b'w') => 1,
         Some([2, a, _, _]) if a.eq_ignore_ascii_case(&b'a') => 3,
@@ -81,7 +81,7 @@ pub fn ttl_of(query: &[u8]) -> u32 {
 /// Backend `backend`'s answer to `query`: the same message with QR set
 /// and, to a one-question query, an A record 10.0.X.Y naming the backend,
 /// with the name's TTL ([`ttl_of`]).
-pub fn answer_to(query: &[u8], backend: u32) -> Vec<u8> {
+pub(crate) fn answer_to(query: &[u8], backend: u32) -> Vec<u8> {
     let mut a = query.to_vec();
     if let Some(flags) = a.get_mut(2) {
         *flags |= 0x80;
@@ -97,7 +97,7 @@ pub fn answer_to(query: &[u8], backend: u32) -> Vec<u8> {
 }
 
 /// Where the question of a one-question message ends.
-pub fn question_end(m: &[u8]) -> Option<usize> {
+pub(crate) fn question_end(m: &[u8]) -> Option<usize> {
     let mut at = 12;
     loop {
         let len = usize::from(*m.get(at)?);
@@ -113,7 +113,7 @@ pub fn question_end(m: &[u8]) -> Option<usize> {
 
 /// One of the simulation's client hosts: a few dozen IPv4 and IPv6
 /// addresses, so remotes repeat and are shared by many queries.
-pub fn random_client(rng: &mut Rng) -> SocketAddr {
+pub(crate) fn random_client(rng: &mut Rng) -> SocketAddr {
     let host = rng.below(40) as u8;
     let ip = if rng.chance(20) {
         IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(host) + 1))

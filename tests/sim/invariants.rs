@@ -16,7 +16,7 @@ const SLACK: Duration = Duration::from_millis(1);
 
 impl World {
     /// How often each path of interest was taken in this run.
-    pub fn exercised(&self) -> Vec<(&'static str, u64)> {
+    pub(crate) fn exercised(&self) -> Vec<(&'static str, u64)> {
         let c = self.core.counters();
         let be = |f: fn(&mname_balancer::backends::BackendStats) -> u64| -> u64 {
             self.core.backends().iter().map(|b| f(&b.stats)).sum()
@@ -72,7 +72,7 @@ impl World {
     }
 
     /// Every invariant, at this instant; the violations found so far.
-    pub fn check(&mut self) -> Vec<String> {
+    pub(crate) fn check(&mut self) -> Vec<String> {
         let mut v = std::mem::take(&mut self.env.violations);
         let c = self.core.counters();
 

@@ -130,7 +130,7 @@ impl Io for Env {
 }
 
 /// The core and its world.
-pub struct World {
+pub(crate) struct World {
     pub(super) core: Core,
     pub(super) cfg: Config,
     pub(super) env: Env,
@@ -264,7 +264,7 @@ fn config(rng: &mut Rng) -> Config {
 }
 
 impl World {
-    pub fn new(seed: u64) -> World {
+    pub(crate) fn new(seed: u64) -> World {
         let mut rng = Rng::new(seed);
         let cfg = config(&mut rng);
         let backends = (0..2 + rng.below(3) as u32)
@@ -316,12 +316,12 @@ impl World {
         world
     }
 
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         self.core.phase()
     }
 
     /// One random event, then everything it set off.
-    pub fn step(&mut self) {
+    pub(crate) fn step(&mut self) {
         self.steps += 1;
         let serving = self.core.phase() == Phase::Serving;
         match self.env.rng.below(100) {
@@ -343,7 +343,7 @@ impl World {
 
     /// SIGTERM: from now on, no new clients; the core must drain and exit
     /// within its grace period.
-    pub fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         self.terminated_at = Some(self.now);
         self.core
             .on_signal(self.now, Signal::Terminate, &mut self.env);

@@ -89,7 +89,7 @@ pub(super) struct Header {
 
 impl Header {
     /// The header of `msg`, if it has one.
-    pub fn of(msg: &[u8]) -> Option<Header> {
+    pub(super) fn of(msg: &[u8]) -> Option<Header> {
         let count = |i: usize| Some(u16::from_be_bytes([*msg.get(i)?, *msg.get(i + 1)?]));
         Some(Header {
             flags: *msg.get(2)?,
@@ -101,12 +101,12 @@ impl Header {
         })
     }
 
-    pub fn opcode(&self) -> u8 {
+    pub(super) fn opcode(&self) -> u8 {
         (self.flags >> 3) & 0x0f
     }
 
     /// Records after the question section.
-    pub fn records(&self) -> u32 {
+    pub(super) fn records(&self) -> u32 {
         u32::from(self.answers) + u32::from(self.authority) + u32::from(self.additional)
     }
 }

@@ -54,8 +54,11 @@ pub enum Lookup {
 /// What became of a backend's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Learn {
-    /// Kept, evicting this many others.
-    Stored { evicted: u64 },
+    /// Kept.
+    Stored {
+        /// Entries evicted to make room for it.
+        evicted: u64,
+    },
     /// Not kept, and why.
     NotKept(NotKept),
     /// The query it answers is not one the cache keys.
@@ -79,10 +82,15 @@ impl Learn {
 /// The cache's size, for the stats socket and the metrics.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct CacheView {
+    /// Answers kept.
     pub entries: usize,
+    /// Their bytes, as counted against `--cache-max-bytes`.
     pub bytes: usize,
+    /// `--cache-size`: entries at most.
     pub max_entries: usize,
+    /// `--cache-max-bytes`: bytes at most.
     pub max_bytes: usize,
+    /// `--serve-stale`, in microseconds (0: off).
     pub serve_stale_us: u64,
 }
 
@@ -97,6 +105,7 @@ pub struct PacketCache {
 }
 
 impl PacketCache {
+    /// An empty cache with these settings (off if `cfg.entries` is 0).
     pub fn new(cfg: CacheConfig) -> Self {
         PacketCache {
             cfg,

@@ -80,10 +80,12 @@ impl Store {
         }
     }
 
+    /// Entries held.
     pub fn len(&self) -> usize {
         self.slots.len()
     }
 
+    /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
@@ -93,10 +95,12 @@ impl Store {
         self.bytes
     }
 
+    /// The bound on entries.
     pub fn max_entries(&self) -> usize {
         self.max_entries
     }
 
+    /// The bound on bytes.
     pub fn max_bytes(&self) -> usize {
         self.max_bytes
     }

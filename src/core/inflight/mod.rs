@@ -53,19 +53,25 @@ const RECENTLY_SETTLED: usize = 16384;
 /// Identifies a query: who asked, and the DNS id they used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct QueryKey {
+    /// The client's address and port.
     pub client: SocketAddr,
+    /// The DNS id of its query.
     pub id: u16,
 }
 
 /// One query awaiting its answer.
 #[derive(Debug)]
 pub struct Entry {
+    /// Who asked, with which id.
     pub key: QueryKey,
+    /// The backend it is in flight to (the second, once replayed).
     pub backend: BackendId,
     /// The reply path of the query (its socket and local address): the
     /// answer leaves the way the query came.
     pub reply_path: usize,
+    /// When it was first forwarded: its latency counts from here.
     pub sent_at: Instant,
+    /// When it times out; a replay keeps it.
     pub deadline: Instant,
     /// Already sent to a second backend: replayed after its first failed,
     /// or hedged.  A query goes to two backends at most.
@@ -95,20 +101,26 @@ impl Entry {
 /// The bounds of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// Queries in flight at most (`--max-inflight`).
     pub total: usize,
+    /// Queries in flight to one backend at most, hedges to it included
+    /// (`--max-inflight-per-backend`).
     pub per_backend: u32,
 }
 
 /// Why a query could not be tracked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Full {
+    /// The table is at its total bound.
     Total,
+    /// The backend is at its own bound.
     Backend,
 }
 
 /// What [`InFlight::insert`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
+    /// Tracked: no query with its key was in flight.
     New,
     /// The same client, port and id are already in flight (a retransmit):
     /// forward it again, the first answer settles both.
@@ -118,6 +130,7 @@ pub enum Inserted {
 /// An answer matched to its query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Answered {
+    /// The reply path the query came by: the answer leaves by it.
     pub reply_path: usize,
     /// When the query was sent to the backend that answered.
     pub sent_at: Instant,
@@ -128,6 +141,7 @@ pub struct Answered {
 /// For an answered query: whether it had been hedged, and which backend won.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HedgeOutcome {
+    /// Not hedged: one backend was asked.
     NotHedged,
     /// The backend first asked answered first.
     FirstWon,
@@ -141,8 +155,11 @@ pub enum Unmatched {
     /// Its query timed out a moment ago.
     Late,
     /// Its query was hedged and the other backend answered first; this is
-    /// the slower answer.  Sent at `sent_at`, for the backend's latency.
-    HedgeLoser { sent_at: Instant },
+    /// the slower answer.
+    HedgeLoser {
+        /// When the query was sent to this backend: its latency counts.
+        sent_at: Instant,
+    },
     /// No such query was asked of this backend.
     Unsolicited,
 }
@@ -196,10 +213,12 @@ impl InFlight {
         }
     }
 
+    /// Queries in flight.
     pub fn len(&self) -> usize {
         self.slots.len()
     }
 
+    /// Whether no query is in flight.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
@@ -409,6 +428,7 @@ impl InFlight {
         v.into_iter().map(|(_, k)| k).collect()
     }
 
+    /// The query in flight under `key`, if any.
     pub fn get(&self, key: &QueryKey) -> Option<&Entry> {
         self.index.get(key).map(|&slot| &self.slots[slot])
     }

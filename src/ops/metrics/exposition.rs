@@ -303,6 +303,7 @@ impl Format {
         }
     }
 
+    /// The `Content-Type` of a response in this format.
     pub fn content_type(self) -> &'static str {
         match self {
             Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,

@@ -14,10 +14,13 @@ pub struct Metric {
     /// (`_seconds`, from [`Metric::unit`]), `_total` on counter samples and
     /// `_info` on info samples.
     pub name: &'static str,
+    /// Counter, gauge, info or histogram.
     pub kind: MetricType,
+    /// The unit its values are in, if any (seconds, for durations).
     pub unit: Option<Unit>,
     /// Label names, in the order written.
     pub labels: &'static [&'static str],
+    /// The `# HELP` text: what it measures, in a sentence.
     pub help: &'static str,
 }
 
@@ -48,10 +51,12 @@ pub(super) const INFO: MetricType = MetricType::Info;
 pub(super) const HISTOGRAM: MetricType = MetricType::Histogram;
 
 /// Declares each metric as a `pub static` [`Metric`] (`IDENT: KIND "name"
-/// UNIT, [labels] "help";`), and [`ALL`] listing them.
+/// UNIT, [labels] "help";`), documented by its help text, and [`ALL`]
+/// listing them.
 macro_rules! metrics {
     ($($id:ident: $kind:ident $name:literal $unit:expr, [$($label:literal),*] $help:literal;)*) => {
         $(
+            #[doc = $help]
             pub static $id: Metric = Metric {
                 name: $name,
                 kind: $kind,

@@ -56,6 +56,7 @@ pub struct MetricsListener {
 }
 
 impl MetricsListener {
+    /// The address it is bound to (the port taken, if 0 was asked for).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
