@@ -55,12 +55,15 @@ MNAME_MARKER = REPO / "tests" / "interop" / "node_modules" / "mname" / "package.
 # Ports of their own, so that bench/run.py (15xxx) may hold its own.
 BACKEND_PORTS = [16301, 16302, 16303]
 PORTS = {"mname-balancer": 16400, "dnsdist": 16500, "nginx": 16600, "floor": 16700,
-         "floor-proxy": 16800, "floor-proxy-yield": 16801}
+         "floor-proxy": 16800, "floor-proxy-yield": 16801, "floor-proxy-workers": 16802,
+         "floor-proxy-threads": 16803}
 TARGETS = ["mname-balancer", "dnsdist", "nginx", "floor", "floor-proxy"]
 FLOORS = ["floor", "floor-proxy"]  # drawn dashed: references, not peers
 PROXIES = ["mname-balancer", "dnsdist", "nginx"]
 SHORT = {"mname-balancer": "balancer", "dnsdist": "dnsdist", "nginx": "nginx", "floor": "floor",
-         "floor-proxy": "proxy floor", "floor-proxy-yield": "proxy floor+yield"}
+         "floor-proxy": "proxy floor", "floor-proxy-yield": "proxy floor+yield",
+         "floor-proxy-workers": "proxy floor, a worker per CPU",
+         "floor-proxy-threads": "proxy floor, blocking threads"}
 WARMUP_S = 2  # unmeasured load through each target before a kind's first measured rate, per protocol
 READINESS_SRC = "127.0.0.2"  # readiness checks come from here, never from a load client
 N_CLIENTS = 3
@@ -261,8 +264,12 @@ class Curve:
 
         # the proxy floor, over the same AF_UNIX sockets as the balancer
         # (and, with --floor-proxy-yield, again with the balancer's yield
-        # after a read that ends inside a frame)
-        for t, flags in (("floor-proxy", []), ("floor-proxy-yield", ["-y"])):
+        # after a read that ends inside a frame; with --floor-proxy-workers,
+        # again as a worker process per CPU, as nginx runs; with
+        # --floor-proxy-threads, as blocking threads, as dnsdist runs)
+        workers = ["-w", str(len(os.sched_getaffinity(0)))]
+        for t, flags in (("floor-proxy", []), ("floor-proxy-yield", ["-y"]), ("floor-proxy-workers", workers),
+                         ("floor-proxy-threads", ["-t"])):
             if t not in TARGETS:
                 continue
             logpath = self.tmp / f"{kind}-{t}.log"
@@ -526,6 +533,12 @@ def results_md(env, args, plan, summary, runs, curve, pinnings):
         "query the system calls mname-balancer makes (recvmmsg, send, recv, sendmmsg) and nothing else; over TCP "
         "a session per client connection (INBOUND_TCP, INBOUND_TCP_OK), then one read and one write per chunk each way",
     ]
+    if "floor-proxy-workers" in TARGETS:
+        lines.append("- proxy floor, a worker per CPU: the proxy floor with `-w N`: N processes (N = the CPUs), each "
+                     "pinned to its CPU, with sockets of its own bound with SO_REUSEPORT, as nginx runs here")
+    if "floor-proxy-threads" in TARGETS:
+        lines.append("- proxy floor, blocking threads: the proxy floor with `-t`, dnsdist's layout: one thread "
+                     "blocked in recvmmsg on the UDP socket, a thread per backend blocked in recv; no epoll (UDP only)")
     if "floor-proxy-yield" in TARGETS:
         lines.append("- proxy floor+yield: the proxy floor with `-y`: after a read from a backend that ends inside "
                      "a frame, sched_yield once and read again, as mname-balancer does (UDP only)")
@@ -554,7 +567,8 @@ def results_md(env, args, plan, summary, runs, curve, pinnings):
 
 
 COLORS = {"mname-balancer": "#1f77b4", "dnsdist": "#d62728", "nginx": "#2ca02c", "floor": "#7f7f7f",
-          "floor-proxy": "#9467bd", "floor-proxy-yield": "#8c564b"}
+          "floor-proxy": "#9467bd", "floor-proxy-yield": "#8c564b", "floor-proxy-workers": "#e377c2",
+          "floor-proxy-threads": "#bcbd22"}
 
 
 def svg_curve(summary, plan):
@@ -698,6 +712,12 @@ def main():
     ap.add_argument("--floor-proxy-yield", action="store_true",
                     help="also run the proxy floor with the balancer's yield after a split frame "
                          "(bench/floor_proxy.c -y), as one more UDP target")
+    ap.add_argument("--floor-proxy-workers", action="store_true",
+                    help="also run the proxy floor as a worker process per CPU, each pinned to its CPU with "
+                         "SO_REUSEPORT sockets of its own (bench/floor_proxy.c -w N), as nginx runs; UDP and TCP")
+    ap.add_argument("--floor-proxy-threads", action="store_true",
+                    help="also run the proxy floor as blocking threads with no epoll, dnsdist's layout "
+                         "(bench/floor_proxy.c -t), as one more UDP target")
     ap.add_argument("--no-build", action="store_true",
                     help="do not run cargo build --release --workspace --bins first")
     ap.add_argument("--out", type=Path, help="results directory (default bench/results; smoke: bench/results/smoke)")
@@ -705,6 +725,12 @@ def main():
     if args.floor_proxy_yield:
         TARGETS.append("floor-proxy-yield")
         FLOORS.append("floor-proxy-yield")
+    if args.floor_proxy_workers:
+        TARGETS.append("floor-proxy-workers")
+        FLOORS.append("floor-proxy-workers")
+    if args.floor_proxy_threads:
+        TARGETS.append("floor-proxy-threads")
+        FLOORS.append("floor-proxy-threads")
     if args.rounds is None:
         args.rounds = 1 if args.smoke else 3
     if args.seconds is None:
@@ -760,7 +786,8 @@ def main():
                 log(f"  pinning {t}: " + ", ".join(f"{c}->{b}" for c, b in curve.pinning[t].items()))
             for proto, rates in plan[kind].items():
                 # The floor answers UDP only; the proxy floor relays TCP too.
-                targets = TARGETS if proto == "udp" else PROXIES + ["floor-proxy"]
+                targets = TARGETS if proto == "udp" else PROXIES + [
+                    t for t in ("floor-proxy", "floor-proxy-workers") if t in TARGETS]
                 if rates and not args.smoke:
                     # Unmeasured: node-mname compiles its hot paths in its
                     # first thousands of queries, and each path (balancer

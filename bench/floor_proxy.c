@@ -36,16 +36,33 @@
  * plain proxy floor, to say whether that yield is what a proxy needs in
  * front of node-mname (it is not: bench/results/low-rate-profile.md).
  *
+ * With -w N it runs N such proxies, as nginx runs its workers for the job
+ * (bench/peers.py: worker_processes auto, worker_cpu_affinity auto, listen
+ * ... reuseport): a process each, pinned to CPU i, with sockets of their
+ * own bound with SO_REUSEPORT (the kernel spreads the clients over them)
+ * and connections of their own to the backends.  bench/curve.py
+ * --floor-proxy-workers runs it so, one worker per CPU, to say whether
+ * what keeps a proxy above nginx is having one thread.
+ *
+ * With -t it takes dnsdist's layout instead (bench/peers.py; UDP only):
+ * the main thread blocked in recvmmsg on the UDP socket, sending each
+ * query to its backend, and a thread per backend blocked in recv, sending
+ * each answer on; no epoll.  bench/curve.py --floor-proxy-threads runs it
+ * so, to say whether sleeping in epoll is what keeps a proxy above 1.3x
+ * twice the floor in front of node-mname.
+ *
  * Clients are pinned to backends round-robin in the order they are first
- * seen, as mname-balancer pins them.  A backend that closes its connection
+ * seen, as mname-balancer pins them (with -w, in a table the workers share).  A backend that closes its connection
  * or sends a frame this program does not know ends it (exit 1): it is a
  * measuring instrument, not a balancer.
  *
  *     cc -O2 -o floor_proxy bench/floor_proxy.c
- *     ./floor_proxy [-y] 127.0.0.1 16800 /path/to/socket ...
+ *     ./floor_proxy [-y] [-w N] 127.0.0.1 16800 /path/to/socket ...
+ *     ./floor_proxy -t 127.0.0.1 16800 /path/to/socket ...
  *
- * Prints "floor proxy ready" on stdout once every backend has said hello.
- * Exits on SIGTERM/SIGINT (default action).
+ * Prints "floor proxy ready" on stdout once every backend has said hello
+ * (to every worker).  Exits on SIGTERM/SIGINT (default action); workers
+ * go with their parent.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -53,13 +70,18 @@
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -90,14 +112,28 @@ static struct session sessions[MAX_SESSIONS];
 struct backend {
 	const char *path;
 	int fd;
+	int udp; /* -t: the socket its thread sends answers on */
 	size_t have;
 	unsigned char buf[BACKEND_BUF];
 };
 
 static struct backend backends[MAX_BACKENDS];
 static int n_backends;
-static uint32_t clients[MAX_CLIENTS];
-static int n_clients;
+/* -t: blocking threads, no epoll (UDP only). */
+static int threaded;
+/*
+ * Clients in the order first seen; with several workers (-w) the table is
+ * shared (mapped before they are forked), so that a client is pinned to
+ * the same backend whichever worker the kernel gives its packets to.
+ */
+struct pins {
+	char lock;
+	int n_clients;
+	uint32_t clients[MAX_CLIENTS];
+};
+
+static struct pins own_pins;
+static struct pins *pins = &own_pins;
 
 static void die(const char *what)
 {
@@ -121,14 +157,18 @@ static void put_le32(unsigned char *p, uint32_t v)
 /* The backend a client address is pinned to: round-robin at first sight. */
 static int backend_of(uint32_t addr)
 {
-	for (int i = 0; i < n_clients; i++)
-		if (clients[i] == addr)
-			return i % n_backends;
-	if (n_clients < MAX_CLIENTS) {
-		clients[n_clients] = addr;
-		return n_clients++ % n_backends;
+	int found = -1;
+	while (__atomic_test_and_set(&pins->lock, __ATOMIC_ACQUIRE))
+		;
+	for (int i = 0; i < pins->n_clients && found < 0; i++)
+		if (pins->clients[i] == addr)
+			found = i;
+	if (found < 0 && pins->n_clients < MAX_CLIENTS) {
+		found = pins->n_clients++;
+		pins->clients[found] = addr;
 	}
-	return addr % n_backends;
+	__atomic_clear(&pins->lock, __ATOMIC_RELEASE);
+	return (found < 0 ? (int)(addr % MAX_CLIENTS) : found) % n_backends;
 }
 
 static void connect_backend(const char *path)
@@ -169,13 +209,15 @@ static void relay_queries(int udp)
 	static struct mmsghdr msgs[VLEN];
 	static struct iovec iovs[VLEN];
 	static struct sockaddr_in from[VLEN];
+	/* With -t the socket blocks: wait for the first datagram, take the rest ready. */
+	int flags = threaded ? MSG_WAITFORONE : MSG_DONTWAIT;
 	for (;;) {
 		for (int i = 0; i < VLEN; i++) {
 			iovs[i] = (struct iovec){dgrams[i] + FRAME_HDR, DGRAM_MAX};
 			msgs[i].msg_hdr = (struct msghdr){.msg_name = &from[i], .msg_namelen = sizeof(from[i]),
 							  .msg_iov = &iovs[i], .msg_iovlen = 1};
 		}
-		int n = recvmmsg(udp, msgs, VLEN, MSG_DONTWAIT, NULL);
+		int n = recvmmsg(udp, msgs, VLEN, flags, NULL);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
@@ -194,7 +236,7 @@ static void relay_queries(int udp)
 			    errno != EAGAIN)
 				die("send to backend");
 		}
-		if (n < VLEN)
+		if (n < VLEN && !threaded)
 			return;
 	}
 }
@@ -205,10 +247,11 @@ static void relay_queries(int udp)
  */
 static int relay_answers(int udp, struct backend *b)
 {
-	static struct mmsghdr msgs[VLEN];
-	static struct iovec iovs[VLEN];
-	static struct sockaddr_in to[VLEN];
-	ssize_t r = recv(b->fd, b->buf + b->have, sizeof(b->buf) - b->have, MSG_DONTWAIT);
+	/* Per thread: with -t each backend has a thread of its own. */
+	static __thread struct mmsghdr msgs[VLEN];
+	static __thread struct iovec iovs[VLEN];
+	static __thread struct sockaddr_in to[VLEN];
+	ssize_t r = recv(b->fd, b->buf + b->have, sizeof(b->buf) - b->have, threaded ? 0 : MSG_DONTWAIT);
 	if (r == 0) {
 		fprintf(stderr, "floor_proxy: a backend closed its connection\n");
 		exit(1);
@@ -363,27 +406,55 @@ static void relay_stream(int ep, uint32_t tag)
 		close_session(ep, t);
 }
 
-int main(int argc, char **argv)
+/* -t: a backend's thread, blocked in recv until it sends. */
+static void *answer_thread(void *arg)
 {
-	int split_yield = 0;
-	if (argc > 1 && strcmp(argv[1], "-y") == 0) {
-		split_yield = 1;
-		argv++;
-		argc--;
+	struct backend *b = arg;
+	int udp = b->udp;
+	for (;;)
+		relay_answers(udp, b);
+	return NULL;
+}
+
+/*
+ * -t: dnsdist's layout (bench/peers.py): this thread blocked in recvmmsg on
+ * the UDP socket, sending each query to its backend, and a thread per
+ * backend blocked in recv, sending the answers on.  No epoll, no TCP.
+ */
+static void serve_threaded(int udp)
+{
+	for (int i = 0; i < n_backends; i++) {
+		pthread_t t;
+		backends[i].udp = udp;
+		if (pthread_create(&t, NULL, answer_thread, &backends[i]) != 0)
+			die("pthread_create");
 	}
-	if (argc < 4) {
-		fprintf(stderr, "usage: floor_proxy [-y] HOST PORT SOCKET...\n");
-		return 1;
-	}
+	printf("floor proxy ready\n");
+	fflush(stdout);
+	for (;;)
+		relay_queries(udp);
+}
+
+/*
+ * One proxy: connect the backends, bind the sockets (with SO_REUSEPORT
+ * when there are several workers, so that the kernel spreads clients over
+ * them), say ready and relay until killed.  `ready_fd` >= 0: say ready by
+ * writing one byte there (to the parent of the workers), else on stdout.
+ */
+static void serve(int argc, char **argv, int split_yield, int reuseport, int ready_fd)
+{
 	for (int i = 3; i < argc; i++)
 		connect_backend(argv[i]);
 
-	int udp = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+	int one = 1;
+	int udp = socket(AF_INET, SOCK_DGRAM | (threaded ? 0 : SOCK_NONBLOCK), 0);
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
 	if (udp < 0 || inet_pton(AF_INET, argv[1], &sa.sin_addr) != 1 ||
+	    (reuseport && setsockopt(udp, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
 	    bind(udp, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		die("udp socket");
-
+	if (threaded)
+		serve_threaded(udp);
 	int ep = epoll_create1(0);
 	if (ep < 0)
 		die("epoll_create1");
@@ -398,15 +469,21 @@ int main(int argc, char **argv)
 	for (int i = 0; i < MAX_SESSIONS; i++)
 		sessions[i].fd[0] = sessions[i].fd[1] = -1;
 	int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-	int one = 1;
 	if (listener < 0 || setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    (reuseport && setsockopt(listener, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
 	    bind(listener, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(listener, 128) < 0)
 		die("tcp listener");
 	ev = (struct epoll_event){.events = EPOLLIN, .data.u32 = LISTENER};
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, listener, &ev) < 0)
 		die("epoll_ctl");
-	printf("floor proxy ready\n");
-	fflush(stdout);
+	if (ready_fd >= 0) {
+		if (write(ready_fd, "r", 1) != 1)
+			die("write ready");
+		close(ready_fd);
+	} else {
+		printf("floor proxy ready\n");
+		fflush(stdout);
+	}
 
 	struct epoll_event ready[64];
 	for (;;) {
@@ -436,4 +513,78 @@ int main(int argc, char **argv)
 			}
 		}
 	}
+}
+
+int main(int argc, char **argv)
+{
+	int split_yield = 0, workers = 1;
+	for (;;) {
+		if (argc > 1 && strcmp(argv[1], "-y") == 0) {
+			split_yield = 1;
+			argv++;
+			argc--;
+		} else if (argc > 1 && strcmp(argv[1], "-t") == 0) {
+			threaded = 1;
+			argv++;
+			argc--;
+		} else if (argc > 2 && strcmp(argv[1], "-w") == 0) {
+			workers = atoi(argv[2]);
+			argv += 2;
+			argc -= 2;
+		} else {
+			break;
+		}
+	}
+	if (argc < 4 || workers < 1 || workers > 64 || (threaded && (workers > 1 || split_yield))) {
+		fprintf(stderr, "usage: floor_proxy [-y] [-w WORKERS] HOST PORT SOCKET...\n"
+				"       floor_proxy -t HOST PORT SOCKET...\n");
+		return 1;
+	}
+	if (workers == 1)
+		serve(argc, argv, split_yield, 0, -1);
+
+	/*
+	 * Several workers, as nginx runs for the job (bench/peers.py:
+	 * worker_processes auto, worker_cpu_affinity auto, listen ...
+	 * reuseport): a process per worker, pinned to CPU i, each with its own
+	 * sockets and its own connections to the backends.  The parent says
+	 * ready once every worker has, and exits (taking them with it) when
+	 * any of them does or when it is killed.
+	 */
+	pins = mmap(NULL, sizeof(*pins), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (pins == MAP_FAILED)
+		die("mmap");
+	int ready[2];
+	if (pipe(ready) < 0)
+		die("pipe");
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	for (int w = 0; w < workers; w++) {
+		pid_t pid = fork();
+		if (pid < 0)
+			die("fork");
+		if (pid == 0) {
+			close(ready[0]);
+			prctl(PR_SET_PDEATHSIG, SIGTERM);
+			if (getppid() == 1)
+				exit(1);
+			cpu_set_t set;
+			CPU_ZERO(&set);
+			CPU_SET(cpus > 0 ? w % cpus : 0, &set);
+			if (sched_setaffinity(0, sizeof(set), &set) < 0)
+				die("sched_setaffinity");
+			serve(argc, argv, split_yield, 1, ready[1]);
+		}
+	}
+	close(ready[1]);
+	char byte;
+	for (int w = 0; w < workers; w++)
+		if (read(ready[0], &byte, 1) != 1) {
+			fprintf(stderr, "floor_proxy: a worker did not start\n");
+			return 1;
+		}
+	printf("floor proxy ready (%d workers)\n", workers);
+	fflush(stdout);
+	wait(NULL);
+	fprintf(stderr, "floor_proxy: a worker exited\n");
+	return 1;
 }

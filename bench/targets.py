@@ -9,7 +9,9 @@ run measured, the figure and whether it is met:
   query at most dnsdist's.
 - UDP at the low rates (demo 2k and 15k, node-mname 2k and 8k): at most 1.3
   times twice the floor's CPU per query.  Beside it, the same ratio for the
-  proxy floor (bench/floor_proxy.c): where it is above 1.3 too, no proxy
+  proxy floor (bench/floor_proxy.c, and its variants where the run has
+  them: with the balancer's yield, a worker per CPU, blocking threads):
+  where each is above 1.3 too, no proxy
   that makes the balancer's system calls meets the target on this machine,
   and the line says so.
 - UDP at full speed, demo backends: at least 2x dnsdist's queries/s at at
@@ -18,7 +20,8 @@ run measured, the figure and whether it is met:
 - TCP, every offered rate, both kinds: CPU per query at most nginx's; at
   full speed also queries/s within noise of nginx's or better (at least
   the lowest of nginx's rounds).  Beside it, the proxy floor's CPU against
-  nginx's, where the run measured it over TCP: where the proxy floor costs
+  nginx's, where the run measured it over TCP (and the variant with a
+  worker per CPU, as nginx runs): where each costs
   more than nginx, no proxy that reaches the backends through their
   balancer sockets meets the target on this machine.
 
@@ -84,6 +87,24 @@ def cpu(cells, kind, proto, rate, target):
     return row["cpu_us_per_query"] if row else None
 
 
+# The proxy floors a run may hold: bench/floor_proxy.c as one thread, with
+# the balancer's yield (-y), as a worker process per CPU (-w), and as
+# blocking threads (-t).
+PROXY_FLOORS = [("floor-proxy", "proxy floor"), ("floor-proxy-yield", "proxy floor+yield"),
+                ("floor-proxy-workers", "proxy floor with a worker per CPU"),
+                ("floor-proxy-threads", "proxy floor with blocking threads")]
+
+
+def proxy_floors(cells, kind, proto, rate):
+    """(name, CPU us per query) of each proxy floor the run measured here."""
+    found = []
+    for target, name in PROXY_FLOORS:
+        v = cpu(cells, kind, proto, rate, target)
+        if v:
+            found.append((name, v))
+    return found
+
+
 def checks(cells):
     """(target id, description, figure, met, remark) for every target the
     run measured."""
@@ -103,13 +124,10 @@ def checks(cells):
             floor = cpu(cells, kind, proto, rate, "floor")
             if rate in LOW_RATES.get(kind, []) and floor:
                 ratio = bal / (2 * floor)
-                pf = cpu(cells, kind, proto, rate, "floor-proxy")
-                remark = ""
-                if pf:
-                    pf_ratio = pf / (2 * floor)
-                    remark = f"proxy floor {pf_ratio:.2f}x"
-                    if pf_ratio > FLOOR_FACTOR:
-                        remark += ": out of reach of any proxy with these system calls here"
+                pfs = proxy_floors(cells, kind, proto, rate)
+                remark = "; ".join(f"{name} {pf / (2 * floor):.2f}x" for name, pf in pfs)
+                if pfs and min(pf for _, pf in pfs) / (2 * floor) > FLOOR_FACTOR:
+                    remark += ": out of reach of any proxy with these system calls here"
                 out.append((f"{where}: CPU <= {FLOOR_FACTOR}x (2 x floor)",
                             f"{bal:.2f} / (2 x {floor:.2f}) us = {ratio:.2f}x", ratio <= FLOOR_FACTOR, remark))
             if rate == FULL and dd:
@@ -127,12 +145,10 @@ def checks(cells):
         else:
             ng = cpu(cells, kind, proto, rate, "nginx")
             if ng:
-                pf = cpu(cells, kind, proto, rate, "floor-proxy")
-                remark = ""
-                if pf:
-                    remark = f"proxy floor {pf / ng:.2f}x nginx"
-                    if pf > ng:
-                        remark += ": out of reach of any proxy through the balancer socket here"
+                pfs = proxy_floors(cells, kind, proto, rate)
+                remark = "; ".join(f"{name} {pf / ng:.2f}x nginx" for name, pf in pfs)
+                if pfs and min(pf for _, pf in pfs) > ng:
+                    remark += ": out of reach of any proxy through the balancer socket here"
                 out.append((f"{where}: CPU <= nginx", f"{bal:.2f} / {ng:.2f} us = {bal / ng:.2f}x",
                             bal <= ng, remark))
             if rate == FULL and ng:
