@@ -57,7 +57,7 @@ const WINDOW_SECONDS: usize = 10;
 const MIN_HEDGES_PER_SECOND: u64 = 10;
 
 /// The hedges allowed: a share of the queries forwarded over the last
-/// [`WINDOW_SECONDS`], plus [`MIN_HEDGES_PER_SECOND`].  A ring of
+/// `WINDOW_SECONDS`, plus `MIN_HEDGES_PER_SECOND`.  A ring of
 /// per-second counts; O(1) per query.
 #[derive(Debug, Clone)]
 pub struct HedgeBudget {

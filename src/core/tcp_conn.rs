@@ -5,7 +5,7 @@
 //! it is told of bytes from the client and from the backend, says what may
 //! be forwarded, and closes the connection on a bad message.  Its timing is
 //! summed up in a [`ConnActivity`], which the task publishes and the core
-//! reads when it sweeps the sessions ([`super::tcp`]): whether a connection
+//! reads when it sweeps the sessions (`core::tcp`): whether a connection
 //! has expired, and why, is [`ConnActivity::expired`], a function of that
 //! summary, the limits and `now`.  (A timer per connection would cost each
 //! query a timer-wheel update; one sweep of the table costs nothing per
@@ -31,7 +31,7 @@
 //!   `--tcp-idle-timeout` has stopped answering: the connection is closed
 //!   rather than held for ever.
 //! - While nothing is outstanding the connection may be evicted to admit a
-//!   new one at `--max-tcp-sessions` ([`super::tcp`]); its activity says
+//!   new one at `--max-tcp-sessions` (`core::tcp`); its activity says
 //!   since when ([`ConnActivity::evictable_since`]).  A connection being
 //!   answered never is.
 
@@ -215,7 +215,7 @@ impl TcpConn {
 
     /// Check the whole queries that arrived; they join
     /// [`TcpConn::to_forward`].  A query whose question does not parse
-    /// is answered FORMERR ([`TcpConn::synthesized`]) and not forwarded;
+    /// is answered FORMERR (the `synthesized` buffer) and not forwarded;
     /// the queries before it leave first, so call again once
     /// [`TcpConn::to_forward`] is empty.  An error says to close the
     /// connection.
