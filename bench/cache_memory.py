@@ -37,8 +37,6 @@ import argparse
 import datetime
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -251,14 +249,10 @@ def main():
         if not (args.bin_dir / b).exists():
             sys.exit(f"{args.bin_dir / b} not found: cargo build --release --workspace --bins")
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
-
     tmp = tempfile.mkdtemp(prefix="mname-cache-memory-")
     bench = MemoryBench(args, tmp)
-    try:
+
+    def body():
         rb.ensure_tools()
         e = rb.environment(args.bin_dir, args.bin_src)
         env = {"date": e["date"], "uname": e["uname"], "nproc": e["nproc"], "cpu_model": e["cpu_model"],
@@ -273,17 +267,8 @@ def main():
         log(f"wrote {args.out}/cache_memory.md")
         print(json.dumps(res))
         return 0
-    except BenchError as err:
-        log(f"error: {err}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)
-        bench.procs.kill_all()
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    return rb.run_main(body, bench.procs, tmp)
 
 
 if __name__ == "__main__":

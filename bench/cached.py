@@ -50,7 +50,6 @@ import re
 import resource
 import shlex
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -689,15 +688,11 @@ def main(args):
         raise SystemExit("--names must be 1..100000, --query-lines at least 1, --zipf-s and --warmup not negative")
     protos = ["udp", "tcp"] if args.tcp else ["udp"]
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
-
     tmp = tempfile.mkdtemp(prefix="mname-bench-cached-")
     bench = CachedBench(args, tmp)
     started = time.monotonic()
-    try:
+
+    def body():
         rb.ensure_tools()
         if "node" in args.kind_list:
             curve.ensure_node_deps()
@@ -771,17 +766,8 @@ def main(args):
         }, indent=1) + "\n")
         log(f"wrote {args.out}/cached.md, cached.json ({time.monotonic() - started:.0f} s in all)")
         return 0
-    except BenchError as e:
-        log(f"error: {e}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)
-        bench.procs.kill_all()
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    return rb.run_main(body, bench.procs, tmp)
 
 
 def build(args):

@@ -29,7 +29,6 @@ import math
 import os
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -758,15 +757,11 @@ def main():
                 tcp = [FULL]
         plan[k] = {"udp": udp, "tcp": tcp}
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
-
     tmp = tempfile.mkdtemp(prefix="mname-curve-")
     curve = Curve(args, tmp)
     started = time.monotonic()
-    try:
+
+    def body():
         rb.ensure_tools()
         if "node" in kinds:
             ensure_node_deps()
@@ -849,17 +844,8 @@ def main():
         }, indent=1) + "\n")
         log(f"wrote {args.out}/curve.md, curve.svg, curve.json ({time.monotonic() - started:.0f} s in all)")
         return 0
-    except BenchError as e:
-        log(f"error: {e}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)
-        curve.procs.kill_all()
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    return rb.run_main(body, curve.procs, tmp)
 
 
 if __name__ == "__main__":

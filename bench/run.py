@@ -227,6 +227,40 @@ def tail(path, n=15):
     return "\n".join(lines[-n:])
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run_main(body, procs, tmp):
+    """Run a benchmark's main body and return its exit code, tearing down whatever happens.
+
+    The one place for the end of every benchmark's main() (run.py, curve.py,
+    cached.py, cache_memory.py), so their exit codes and teardown stay the same:
+    SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt while body() runs;
+    body()'s return value is the exit code; a BenchError logs `error: ...`
+    and gives 1; an interrupt logs `interrupted` and gives 130.  Always, at
+    the end, the three signals are ignored (a second Ctrl-C cannot cut the
+    teardown short), the processes started through `procs` (a Procs) are
+    killed, and the temp dir `tmp` is removed.
+    """
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    for s in STOP_SIGNALS:
+        signal.signal(s, on_signal)
+    try:
+        return body()
+    except BenchError as e:
+        log(f"error: {e}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        procs.kill_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------
 # A tiny DNS client, for readiness checks and the pinning report.
 # --------------------------------------------------------------------------
@@ -1007,15 +1041,11 @@ def main():
         TARGETS.insert(2, "baseline")
         PORTS["baseline"] = BASELINE_PORT
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
-
     tmp = tempfile.mkdtemp(prefix="mname-bench-")
     bench = Bench(args, tmp)
     started = time.monotonic()
-    try:
+
+    def body():
         ensure_tools()
         build(args.no_build)
         env = environment(args.bin_dir, args.bin_src)
@@ -1095,17 +1125,8 @@ def main():
         log(f"\nwrote {args.out}/results.md, results.json, bench.svg "
             f"({time.monotonic() - started:.0f} s in all)")
         return 0
-    except BenchError as e:
-        log(f"error: {e}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)
-        bench.procs.kill_all()
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    return run_main(body, bench.procs, tmp)
 
 
 if __name__ == "__main__":
