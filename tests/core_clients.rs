@@ -60,6 +60,24 @@ fn clients_the_acl_refuses_get_refused_and_leave_no_state() {
 }
 
 #[test]
+fn a_query_no_backend_can_take_is_a_drop_on_its_remote_whatever_it_is_answered() {
+    for mode in ["drop", "servfail", "refused"] {
+        let mut s = Scenario::new(&["--no-backend", mode]);
+        // A backend known but not connected: the client gets a remote,
+        // and no backend can take its query.
+        s.list(&["5300"]);
+        s.query("10.0.0.1:1000", 1);
+        let ip = "10.0.0.1".parse().expect("address");
+        let remote = s.core.remotes().get(&ip).expect("the client is tracked");
+        assert_eq!(remote.stats.udp_drop, 1, "--no-backend {mode}");
+        assert_eq!(remote.stats.udp, 0, "--no-backend {mode}");
+        assert_eq!(s.core.counters().dropped_no_backend, 1);
+        let answered = usize::from(mode != "drop");
+        assert_eq!(s.io.synthesized.len(), answered, "--no-backend {mode}");
+    }
+}
+
+#[test]
 fn past_max_remotes_new_clients_are_served_by_hash_and_old_ones_keep_their_backend() {
     let mut s = Scenario::new(&["--max-remotes", "2"]);
     s.list(&["5300", "5301", "5302"]);

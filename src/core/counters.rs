@@ -63,9 +63,11 @@ declare_counters! {
     udp_received => "mname_balancer_udp_received";
     /// Client datagrams queued toward a backend.
     udp_forwarded => "mname_balancer_udp_forwarded";
-    /// Backend answers sent to clients.
+    /// Answers sent to clients, from backends and from the packet cache.
     udp_replies => "mname_balancer_udp_replies";
-    /// Backend answers the socket would not take.
+    /// Answers to clients the socket would not take: from backends and the
+    /// cache (not counted in `udp_replies`), the balancer's own and stale
+    /// ones (not counted in their own counters).
     udp_replies_failed => "mname_balancer_udp_replies_failed";
     /// Datagrams larger than a frame can carry.
     dropped_oversized => "mname_balancer_udp_dropped" reason "oversized";

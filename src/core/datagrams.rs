@@ -28,7 +28,7 @@ use super::assign::{Assigned, assign_client};
 use super::cache::Lookup;
 use super::inflight::{self, HedgeOutcome, QueryKey, Unmatched};
 use super::intake::{self, Refusal};
-use super::{Core, Io, REPEAT_LOG_INTERVAL, synth};
+use super::{Core, Io, REPEAT_LOG_INTERVAL, send_now, synth};
 use crate::acl::AclAction;
 use crate::cli::NoBackend;
 use crate::remotes::{QueryRate, RemoteStats};
@@ -167,7 +167,7 @@ impl Core {
                 if slip > 0
                     && u32::from(n) % slip == 0
                     && let Some(answer) = synth::truncated_answer(dgram.payload())
-                    && io.send_synthesized(dgram.reply_path, dgram.src, &answer)
+                    && send_now(&mut self.counters, io, dgram.reply_path, dgram.src, &answer)
                 {
                     self.counters.slip_answers += 1;
                 }
@@ -199,7 +199,11 @@ impl Core {
                 io.queue_answer(dgram.reply_path, dgram.src, self.cache.answer());
                 return;
             }
+            // Not forwarded, whatever the client is answered.
             self.counters.dropped_no_backend += 1;
+            if let Some(rem) = remote.as_deref_mut() {
+                rem.stats.udp_drop += 1;
+            }
             let rcode = match self.cfg.no_backend {
                 NoBackend::Drop => return,
                 NoBackend::ServFail => ResponseCode::ServFail,
@@ -207,10 +211,7 @@ impl Core {
             };
             let rate = self.cfg.synth_rate;
             let allowed = match remote {
-                Some(rem) => {
-                    rem.stats.udp_drop += 1;
-                    rem.allow_synthesized(second, rate)
-                }
+                Some(rem) => rem.allow_synthesized(second, rate),
                 None => self.stateless_answers.allow(ip, second, rate),
             };
             if !allowed {
@@ -218,7 +219,7 @@ impl Core {
                 return;
             }
             if let Some(answer) = synth::error_answer(dgram.payload(), rcode)
-                && io.send_synthesized(dgram.reply_path, dgram.src, &answer)
+                && send_now(&mut self.counters, io, dgram.reply_path, dgram.src, &answer)
             {
                 self.counters.no_backend_answers += 1;
             }
@@ -316,7 +317,7 @@ impl Core {
                 .stateless_answers
                 .allow(dgram.ip(), second, self.cfg.synth_rate)
             && let Some(answer) = synth::error_answer(dgram.payload(), ResponseCode::Refused)
-            && io.send_synthesized(dgram.reply_path, dgram.src, &answer)
+            && send_now(&mut self.counters, io, dgram.reply_path, dgram.src, &answer)
         {
             self.counters.acl_answers += 1;
         }
@@ -335,8 +336,9 @@ impl Core {
         let second = self.second(now);
         self.stateless_answers
             .allow(dgram.ip(), second, self.cfg.synth_rate)
-            && build(dgram.payload())
-                .is_some_and(|answer| io.send_synthesized(dgram.reply_path, dgram.src, &answer))
+            && build(dgram.payload()).is_some_and(|answer| {
+                send_now(&mut self.counters, io, dgram.reply_path, dgram.src, &answer)
+            })
     }
 
     /// A batch of datagrams has been handed over: arm the query deadline

@@ -104,6 +104,24 @@ pub trait Io {
     fn release_memory(&mut self);
 }
 
+/// Send an answer now through [`Io::send_synthesized`]: one the balancer
+/// made, or a stale one from the cache.  One the socket would not take is
+/// counted with the answers that failed (`udp_replies_failed`), as a
+/// batched answer would be.
+fn send_now(
+    counters: &mut Counters,
+    io: &mut impl Io,
+    reply_path: usize,
+    dest: SocketAddr,
+    payload: &[u8],
+) -> bool {
+    let sent = io.send_synthesized(reply_path, dest, payload);
+    if !sent {
+        counters.udp_replies_failed += 1;
+    }
+    sent
+}
+
 /// A signal the balancer acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {

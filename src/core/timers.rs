@@ -19,7 +19,7 @@ use hickory_proto::op::ResponseCode;
 use slog::{info, trace, warn};
 use tokio::time::Instant;
 
-use super::{Core, Io, Phase, RELEASE_MEMORY_AFTER, RELEASE_MEMORY_MIN_PEAK, synth};
+use super::{Core, Io, Phase, RELEASE_MEMORY_AFTER, RELEASE_MEMORY_MIN_PEAK, send_now, synth};
 use crate::backends::BackendId;
 use crate::cli::OnTimeout;
 
@@ -136,12 +136,18 @@ impl Core {
             }
             if self.cache.lookup_stale(e.message(), now) {
                 // RFC 8767: an expired answer rather than SERVFAIL.
-                if io.send_synthesized(e.reply_path, e.key.client, self.cache.answer()) {
+                if send_now(
+                    &mut self.counters,
+                    io,
+                    e.reply_path,
+                    e.key.client,
+                    self.cache.answer(),
+                ) {
                     self.counters.cache_stale_timeout += 1;
                 }
             } else if self.cfg.on_timeout == OnTimeout::ServFail
                 && let Some(answer) = synth::error_answer(e.message(), ResponseCode::ServFail)
-                && io.send_synthesized(e.reply_path, e.key.client, &answer)
+                && send_now(&mut self.counters, io, e.reply_path, e.key.client, &answer)
             {
                 self.counters.timeout_answers += 1;
             }

@@ -91,6 +91,14 @@ impl World {
                 c.udp_received, c.udp_forwarded
             ));
         }
+        // Batched answers never fail here; every answer sent now that the
+        // socket refused is counted.
+        if c.udp_replies_failed != self.env.refused_sends {
+            v.push(format!(
+                "udp_replies_failed {} != {} answers the socket refused",
+                c.udp_replies_failed, self.env.refused_sends
+            ));
+        }
         if c.no_backend_answers + c.no_backend_rate_limited > c.dropped_no_backend {
             v.push(format!(
                 "more no-backend answers than no-backend drops ({c:?})"

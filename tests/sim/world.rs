@@ -43,6 +43,8 @@ pub(super) struct Env {
     pub(super) deliveries: Vec<Delivery>,
     pub(super) feeding: Option<u32>,
     pub(super) violations: Violations,
+    /// Answers sent now that the socket would not take.
+    pub(super) refused_sends: u64,
 }
 
 impl Env {
@@ -94,6 +96,7 @@ impl Io for Env {
     fn send_synthesized(&mut self, _reply_path: usize, dest: SocketAddr, payload: &[u8]) -> bool {
         // Now and then the socket buffer is full.
         if self.rng.chance(5) {
+            self.refused_sends += 1;
             return false;
         }
         self.deliveries.push(Delivery {
@@ -295,6 +298,7 @@ impl World {
                 deliveries: Vec::new(),
                 feeding: None,
                 violations: Vec::new(),
+                refused_sends: 0,
             },
             cfg,
             now,
