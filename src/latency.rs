@@ -2,7 +2,7 @@
 //!
 //! How long a backend takes to answer, kept two ways: a histogram of every
 //! forward latency and heartbeat round trip ([`Latency`]: powers of two
-//! from 32 us to 1 s, for the stats socket and the metrics), and a
+//! from 32 us to 524,288 us, for the stats socket and the metrics), and a
 //! smoothed estimate of the recent latency ([`SmoothedLatency`]: what the
 //! hedge delay is made of, [`crate::core::hedge`]).  Both cost O(1) per
 //! answer and store nothing per sample.
@@ -13,7 +13,7 @@ pub const LATENCY_BUCKETS: usize = 16;
 /// A histogram of durations: a backend's forward latency (query in to
 /// answer out) or heartbeat round trip.  Bucket `i` counts durations
 /// shorter than `2^(i+5)` microseconds (the last bucket takes the rest),
-/// so 32 us .. 1 s are resolved to a factor of two.
+/// so 32 us .. 524,288 us are resolved to a factor of two.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Latency {
     /// Durations recorded.

@@ -87,7 +87,7 @@ pub(super) const TIMER_FLAGS: &[(&str, &str, TimerField)] = &[
     ),
     (
         "drain-timeout",
-        "after SIGTERM, grace for TCP sessions and queries in flight (default 5s)",
+        "after SIGTERM or SIGINT, grace for TCP sessions and queries in flight (default 5s)",
         |t| &mut t.drain_timeout,
     ),
     (
@@ -123,7 +123,7 @@ pub(super) fn options() -> Options {
     o.optopt(
         "",
         "stats-mode",
-        "stats socket permissions, octal: 600 (default) or 660 for a group",
+        "stats socket permissions, octal: 600 (default), 640 or 660 for a group",
         "MODE",
     );
     o.optopt(

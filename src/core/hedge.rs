@@ -22,7 +22,7 @@
 //! seconds, plus ten a second: Finagle's retry budget (its default is 20%
 //! plus 10/s over 10 s; tower's `retry::budget` is the same, but reads the
 //! clock itself, which the core may not).  A hung backend holding a third
-//! of the traffic for the second it takes to fault it needs a twentieth of
+//! of the traffic for the second it takes to fault it needs a thirtieth of
 //! the window; an overloaded pool whose every query is late gets a tenth
 //! more work, not double.
 //!

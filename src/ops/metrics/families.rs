@@ -77,7 +77,7 @@ metrics! {
     START_TIME: GAUGE "mname_balancer_start_time" Some(Unit::Seconds), []
         "When the balancer started, in seconds since the Unix epoch.";
     DRAINING: GAUGE "mname_balancer_draining" None, []
-        "1 once a SIGTERM came and the balancer is finishing its work, else 0.";
+        "1 once a SIGTERM or SIGINT came and the balancer is finishing its work, else 0.";
     REMOTES_TRACKED: GAUGE "mname_balancer_remotes_tracked" None, []
         "Client hosts (remotes) known now.";
     INFLIGHT: GAUGE "mname_balancer_inflight_queries" None, []
@@ -99,7 +99,7 @@ metrics! {
     UDP_TIMEOUTS: COUNTER "mname_balancer_udp_timeouts" None, []
         "Queries left unanswered by --query-timeout.";
     UDP_REPLIES: COUNTER "mname_balancer_udp_replies" None, []
-        "Backend answers sent to clients (synthesized ones are counted apart).";
+        "Answers sent to clients from backends and from the packet cache (synthesized ones are counted apart).";
     UDP_REPLIES_FAILED: COUNTER "mname_balancer_udp_replies_failed" None, []
         "Datagrams to clients that the kernel would not send.";
     ANSWERS_DROPPED: COUNTER "mname_balancer_answers_dropped" None, ["reason"]
