@@ -52,9 +52,10 @@
  * twice the floor in front of node-mname.
  *
  * Clients are pinned to backends round-robin in the order they are first
- * seen, as mname-balancer pins them (with -w, in a table the workers share).  A backend that closes its connection
- * or sends a frame this program does not know ends it (exit 1): it is a
- * measuring instrument, not a balancer.
+ * seen, as mname-balancer pins them (with -w, in a table the workers
+ * share).  A backend that closes its connection or sends a frame this
+ * program does not know ends it (exit 1): it is a measuring instrument,
+ * not a balancer.
  *
  *     cc -O2 -o floor_proxy bench/floor_proxy.c
  *     ./floor_proxy [-y] [-w N] 127.0.0.1 16800 /path/to/socket ...
@@ -134,6 +135,8 @@ struct pins {
 
 static struct pins own_pins;
 static struct pins *pins = &own_pins;
+/* -w: the table is shared, and taken under its lock. */
+static int pins_shared;
 
 static void die(const char *what)
 {
@@ -158,7 +161,7 @@ static void put_le32(unsigned char *p, uint32_t v)
 static int backend_of(uint32_t addr)
 {
 	int found = -1;
-	while (__atomic_test_and_set(&pins->lock, __ATOMIC_ACQUIRE))
+	while (pins_shared && __atomic_test_and_set(&pins->lock, __ATOMIC_ACQUIRE))
 		;
 	for (int i = 0; i < pins->n_clients && found < 0; i++)
 		if (pins->clients[i] == addr)
@@ -167,7 +170,8 @@ static int backend_of(uint32_t addr)
 		found = pins->n_clients++;
 		pins->clients[found] = addr;
 	}
-	__atomic_clear(&pins->lock, __ATOMIC_RELEASE);
+	if (pins_shared)
+		__atomic_clear(&pins->lock, __ATOMIC_RELEASE);
 	return (found < 0 ? (int)(addr % MAX_CLIENTS) : found) % n_backends;
 }
 
@@ -554,6 +558,7 @@ int main(int argc, char **argv)
 	pins = mmap(NULL, sizeof(*pins), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (pins == MAP_FAILED)
 		die("mmap");
+	pins_shared = 1;
 	int ready[2];
 	if (pipe(ready) < 0)
 		die("pipe");
